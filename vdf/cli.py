@@ -1,0 +1,61 @@
+"""The `vdf` command: LightningCLI over vdf tasks and the video-depth datamodule.
+
+``vdf fit|validate|test|predict --config CONFIG [--dotted.overrides ...]``; ``main(args)`` runs
+the same in-process. Runs are seeded, save their resolved config next to the TensorBoard logs
+(``runs/<config name>/version_N/config.yaml``), checkpoint, and track the learning rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from vdf.callbacks.visualization import DepthVisualizer
+from vdf.data.datamodule import VideoDepthDataModule
+from vdf.tasks.base import VideoDepthTask
+
+DEFAULT_RUN_NAME = "vdf"
+
+
+class VDFCLI(LightningCLI):
+    """LightningCLI with vdf's defaults; every task is a `VideoDepthTask` subclass."""
+
+    def before_instantiate_classes(self) -> None:
+        # Name the TensorBoard run after the last config file, so runs/ reads like configs/.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        files = config.get("config") or []
+        logger = config.get("trainer.logger")
+        if files and isinstance(logger, Namespace) and logger.get("init_args.name") == DEFAULT_RUN_NAME:
+            logger.init_args.name = Path(str(files[-1])).stem
+
+
+def main(args: list[str] | None = None) -> VDFCLI:
+    """Run the CLI; ``args`` as on the command line (None reads ``sys.argv``)."""
+    return VDFCLI(
+        model_class=VideoDepthTask,
+        datamodule_class=VideoDepthDataModule,
+        subclass_mode_model=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": "runs", "name": DEFAULT_RUN_NAME},
+            },
+            "callbacks": [
+                ModelCheckpoint(save_last=True),
+                LearningRateMonitor(logging_interval="step"),
+                DepthVisualizer(),
+            ],
+            "use_distributed_sampler": False,
+        },
+        args=args,
+    )
+
+
+def entrypoint() -> None:
+    """Console-script entry point (``vdf``): runs `main` on ``sys.argv``."""
+    main()

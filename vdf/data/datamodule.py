@@ -1,0 +1,164 @@
+"""`VideoDepthDataModule`: train/val/test/predict splits over any `VideoDepthDataset`s."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from vdf.data.collate import collate_clips
+from vdf.data.datasets.base import VideoDepthDataset
+from vdf.data.datasets.mixed import MixedVideoDataset
+from vdf.data.sampler import MixedLengthBatchSampler
+
+STAGES = ("train", "val", "test", "predict")
+
+
+class VideoDepthDataModule(L.LightningDataModule):
+    """Datasets per split, mixed with weights for training and kept apart for evaluation.
+
+    Training draws clips from all ``train`` datasets (mixed by ``train_weights``) through a
+    `MixedLengthBatchSampler`: clips of ``num_frames`` frames at a ``frame_stride``, with
+    optional ``frame_dropout``, grouped by ``(T,H,W)`` and packed into batches by the frame and
+    pixel budgets. Evaluation gives one dataloader per dataset (so metrics are reported per
+    dataset) and, by default, whole sequences one per batch; ``eval_num_frames`` caps the clip
+    length instead.
+
+    Args:
+        train: training datasets.
+        val: validation datasets (one dataloader each).
+        test: test datasets (one dataloader each).
+        predict: prediction datasets (one dataloader each).
+        train_weights: share of training draws per train dataset; None = proportional to size.
+        num_frames: clip lengths to draw from (one per clip, uniformly).
+        frame_stride: strides to draw from (one per clip, uniformly).
+        frame_dropout: fraction of frames dropped inside a clip's span (original indices kept).
+        batch_size: fixed number of clips per batch (overrides the budgets when set).
+        max_frames_per_batch: budget of frames summed over a batch.
+        max_pixels_per_batch: budget of T*H*W summed over a batch.
+        max_batch_size: upper bound on clips per batch under the budgets.
+        samples_per_epoch: clips drawn per training epoch; None = one per training item.
+        batches_per_epoch: fix the number of training batches per epoch (global, cut or
+            repeated from the epoch's plan). Lightning reads the epoch length once, so set it
+            when clip lengths or weights make the number of batches vary between epochs.
+        eval_num_frames: clip length for val/test/predict; None = whole sequences.
+        eval_batch_size: sequences per evaluation batch.
+        num_workers: dataloader worker processes.
+        seed: seed of the training sampler (deterministic per seed and epoch).
+    """
+
+    def __init__(
+        self,
+        train: list[VideoDepthDataset] | None = None,
+        val: list[VideoDepthDataset] | None = None,
+        test: list[VideoDepthDataset] | None = None,
+        predict: list[VideoDepthDataset] | None = None,
+        train_weights: list[float] | None = None,
+        num_frames: list[int] = [5],  # noqa: B006 - jsonargparse reads the default from the signature
+        frame_stride: list[int] = [1],  # noqa: B006
+        frame_dropout: float = 0.0,
+        batch_size: int | None = None,
+        max_frames_per_batch: int | None = 16,
+        max_pixels_per_batch: int | None = None,
+        max_batch_size: int | None = None,
+        samples_per_epoch: int | None = None,
+        batches_per_epoch: int | None = None,
+        eval_num_frames: int | None = None,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.datasets: dict[str, list[VideoDepthDataset]] = {
+            "train": list(train or []),
+            "val": list(val or []),
+            "test": list(test or []),
+            "predict": list(predict or []),
+        }
+        if train_weights is not None and len(train_weights) != len(self.datasets["train"]):
+            raise ValueError(
+                f"data.train_weights has {len(train_weights)} entries for "
+                f"{len(self.datasets['train'])} train datasets; give one weight per dataset"
+            )
+        self.train_weights = train_weights
+        self.num_frames = list(num_frames)
+        self.frame_stride = list(frame_stride)
+        self.frame_dropout = frame_dropout
+        self.batch_size = batch_size
+        self.max_frames_per_batch = max_frames_per_batch
+        self.max_pixels_per_batch = max_pixels_per_batch
+        self.max_batch_size = max_batch_size
+        self.samples_per_epoch = samples_per_epoch
+        self.batches_per_epoch = batches_per_epoch
+        self.eval_num_frames = eval_num_frames
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def dataset_names(self, split: str) -> list[str]:
+        """Names of the datasets of ``split``, unique (a repeated name gets a ``_<i>`` suffix)."""
+        names: list[str] = []
+        for d in self.datasets[split]:
+            name = getattr(d, "name", type(d).__name__)
+            names.append(name if name not in names else f"{name}_{len(names)}")
+        return names
+
+    def _require(self, split: str) -> list[VideoDepthDataset]:
+        if not self.datasets[split]:
+            raise ValueError(
+                f"no {split} dataset configured: set data.{split} in the config, e.g.\n"
+                f"  data:\n    {split}:\n      - class_path: vdf.data.datasets.synthetic.SyntheticWorld"
+            )
+        return self.datasets[split]
+
+    def _loader(self, dataset: VideoDepthDataset, sampler: MixedLengthBatchSampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_clips,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        mixed = MixedVideoDataset(self._require("train"), self.train_weights)
+        item_weights = mixed.item_weights()
+        sampler = MixedLengthBatchSampler(
+            mixed,
+            num_frames=self.num_frames,
+            frame_stride=self.frame_stride,
+            frame_dropout=self.frame_dropout,
+            batch_size=self.batch_size,
+            max_frames_per_batch=self.max_frames_per_batch,
+            max_pixels_per_batch=self.max_pixels_per_batch,
+            max_batch_size=self.max_batch_size,
+            item_weights=item_weights,
+            samples_per_epoch=self.samples_per_epoch,
+            batches_per_epoch=self.batches_per_epoch,
+            shuffle=True,
+            seed=self.seed,
+        )
+        return self._loader(mixed, sampler)
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        loaders = []
+        for dataset in self._require(split):
+            sampler = MixedLengthBatchSampler(
+                dataset,
+                num_frames=None if self.eval_num_frames is None else [self.eval_num_frames],
+                batch_size=self.eval_batch_size,
+                shuffle=False,
+                seed=self.seed,
+            )
+            loaders.append(self._loader(dataset, sampler))
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("predict")

@@ -1,0 +1,7 @@
+"""LightningModules: training and evaluation glue around the torch models of `vdf.models`."""
+
+from vdf.tasks.base import VideoDepthTask
+from vdf.tasks.frame_depth import FrameDepthTask
+from vdf.tasks.losses import InverseDepthL1Loss, ScaleShiftInvariantLoss
+
+__all__ = ["FrameDepthTask", "InverseDepthL1Loss", "ScaleShiftInvariantLoss", "VideoDepthTask"]

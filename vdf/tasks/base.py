@@ -1,0 +1,165 @@
+"""`VideoDepthTask`: the Lightning glue every vdf task shares (no architecture here).
+
+A task subclass provides ``forward(video) -> disparity`` and, for training, ``loss`` and
+``param_groups``. This base class runs the loss, evaluates every validation/test dataset with
+the published protocol (`vdf.metrics.VideoDepthMetrics`, one per dataset), returns predictions,
+and builds AdamW with per-group learning rates, linear warm-up and cosine decay.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from vdf.metrics import VideoDepthMetrics
+
+
+class VideoDepthTask(L.LightningModule):
+    """Base of all tasks.
+
+    Args:
+        loss: training loss on ``(pred disparity, depth, valid)``, each ``(B,T,1,H,W)``.
+        lr: base learning rate (groups scale it, see ``param_groups``).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up length in optimizer steps.
+        min_lr_ratio: final learning rate of the cosine decay, as a fraction of each group's.
+        eval_max_depth: depth cap for evaluation when the datamodule does not say (metres).
+        boundary_f1: also compute boundary F1 in validation/test (slower).
+        tae: also compute TAE in validation/test when the dataset has poses.
+    """
+
+    def __init__(
+        self,
+        loss: nn.Module | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        eval_max_depth: float = 80.0,
+        boundary_f1: bool = False,
+        tae: bool = False,
+    ):
+        super().__init__()
+        self.loss = loss
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.eval_max_depth = eval_max_depth
+        self.compute_boundary_f1 = boundary_f1
+        self.compute_tae = tae
+        self.eval_metrics = nn.ModuleDict()
+        self._eval_names: list[str] = []
+
+    # -- model side ---------------------------------------------------------------------------
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """``video`` (B,T,3,H,W) in [0,1] -> relative disparity (B,T,1,H,W)."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; each may set ``lr``. Default: all trainable parameters."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
+
+    # -- training -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.loss is None:
+            raise ValueError(f"{type(self).__name__} has no loss: set model.init_args.loss in the config")
+        pred = self(batch["video"])
+        loss = self.loss(pred, batch["depth"], batch["valid"])
+        if not torch.isfinite(loss):
+            sequences = [f"{m.get('dataset')}/{m.get('sequence')}" for m in batch["meta"]]
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at global step {self.global_step} "
+                f"(batch {batch_idx}, sequences {sequences})"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        return loss
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _setup_metrics(self, split: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "dataset_names"):
+            names = dm.dataset_names(split)
+            depths = [getattr(d, "max_depth", self.eval_max_depth) for d in dm.datasets[split]]
+        else:
+            loaders = getattr(self.trainer, f"{split}_dataloaders") or []
+            n = len(loaders) if isinstance(loaders, (list, tuple)) else 1
+            names = [f"dataloader_{i}" for i in range(n)]
+            depths = [self.eval_max_depth] * n
+        self._eval_names = names
+        self.eval_metrics = nn.ModuleDict(
+            {
+                name: VideoDepthMetrics(
+                    max_depth=depth,
+                    compute_boundary_f1=self.compute_boundary_f1,
+                    compute_tae=self.compute_tae,
+                )
+                for name, depth in zip(names, depths)
+            }
+        ).to(self.device)
+
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        pred = self(batch["video"])
+        self.eval_metrics[self._eval_names[dataloader_idx]].update(
+            pred.float(),
+            batch["depth"],
+            batch["valid"],
+            intrinsics=batch.get("intrinsics"),
+            cam_to_world=batch.get("cam_to_world"),
+        )
+        return {"disparity": pred}
+
+    def _log_metrics(self, split: str) -> None:
+        per_metric: dict[str, list[torch.Tensor]] = {}
+        for name in self._eval_names:
+            values = self.eval_metrics[name].compute()
+            for key, value in values.items():
+                self.log(f"{split}/{name}/{key}", value, sync_dist=False)
+                per_metric.setdefault(key, []).append(value)
+            self.eval_metrics[name].reset()
+        # Mean over datasets, the number checkpoints and tables select on.
+        for key, values in per_metric.items():
+            self.log(f"{split}/{key}", torch.stack(values).mean(), prog_bar=key == "abs_rel")
+
+    def on_validation_epoch_start(self) -> None:
+        self._setup_metrics("val")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._setup_metrics("test")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        return self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return {"disparity": self(batch["video"]), "frame_index": batch["frame_index"], "meta": batch["meta"]}
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = [g for g in self.param_groups() if g["params"]]
+        if not groups:
+            raise ValueError(f"{type(self).__name__}: no trainable parameters (everything is frozen)")
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup, floor = self.warmup_steps, self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
