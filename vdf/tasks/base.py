@@ -118,8 +118,10 @@ class VideoDepthTask(L.LightningModule):
         for name in self._eval_names:
             values = self.eval_metrics[name].compute()
             for key, value in values.items():
-                self.log(f"{split}/{name}/{key}", value, sync_dist=False)
-                per_metric.setdefault(key, []).append(value)
+                # Metric states are already reduced over ranks, so no sync_dist here.
+                self.log(f"{split}/{name}/{key}", value.float())
+                if key not in ("num_sequences", "skipped"):
+                    per_metric.setdefault(key, []).append(value.float())
             self.eval_metrics[name].reset()
         # Mean over datasets, the number checkpoints and tables select on.
         for key, values in per_metric.items():
