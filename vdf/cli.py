@@ -31,6 +31,24 @@ class VDFCLI(LightningCLI):
         if files and isinstance(logger, Namespace) and logger.get("init_args.name") == DEFAULT_RUN_NAME:
             logger.init_args.name = Path(str(files[-1])).stem
 
+    def instantiate_classes(self) -> None:
+        # jsonargparse reports a failing constructor inside its type-check summary (a ValueError
+        # listing every Union member); re-raise the constructor's own error, which names the
+        # file or key at fault, so that it is the last line the user reads.
+        try:
+            super().instantiate_classes()
+        except Exception as error:
+            root = _root_cause(error)
+            if root is error:
+                raise
+            raise root from None
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
 
 def main(args: list[str] | None = None) -> VDFCLI:
     """Run the CLI; ``args`` as on the command line (None reads ``sys.argv``)."""

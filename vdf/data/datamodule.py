@@ -124,15 +124,16 @@ class VideoDepthDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         mixed = MixedVideoDataset(self._require("train"), self.train_weights)
         item_weights = mixed.item_weights()
+        fixed = self.batch_size is not None  # a fixed batch size replaces the budgets
         sampler = MixedLengthBatchSampler(
             mixed,
             num_frames=self.num_frames,
             frame_stride=self.frame_stride,
             frame_dropout=self.frame_dropout,
             batch_size=self.batch_size,
-            max_frames_per_batch=self.max_frames_per_batch,
-            max_pixels_per_batch=self.max_pixels_per_batch,
-            max_batch_size=self.max_batch_size,
+            max_frames_per_batch=None if fixed else self.max_frames_per_batch,
+            max_pixels_per_batch=None if fixed else self.max_pixels_per_batch,
+            max_batch_size=None if fixed else self.max_batch_size,
             item_weights=item_weights,
             samples_per_epoch=self.samples_per_epoch,
             batches_per_epoch=self.batches_per_epoch,

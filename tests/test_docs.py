@@ -1,0 +1,62 @@
+"""Every `vdf` command in the docs and the README runs, in tiny mode, in the order written."""
+
+import glob
+import os
+import re
+import shlex
+
+import pytest
+
+from vdf.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)) + [os.path.join(ROOT, "README.md")]
+FAST = {
+    "fit": ["--trainer.max_epochs", "1", "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1"],
+    "validate": ["--trainer.limit_val_batches", "1"],
+    "test": ["--trainer.limit_test_batches", "1"],
+}
+
+
+def commands(page: str) -> list[str]:
+    """The `vdf ...` / `python -m vdf ...` lines of a page's bash blocks (after `&&` too)."""
+    text = open(page).read()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            for part in line.split("&&"):
+                part = part.strip()
+                if part.startswith("vdf ") or part.startswith("python -m vdf "):
+                    out.append(part)
+    return out
+
+
+def tiny_args(command: str) -> list[str]:
+    args = shlex.split(command)
+    args = args[3:] if args[0] == "python" else args[1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("configs/"):
+            tiny = os.path.join("configs", "tiny", os.path.basename(arg))
+            use_tiny = not arg.startswith("configs/tiny/") and os.path.isfile(os.path.join(ROOT, tiny))
+            args[i] = os.path.join(ROOT, tiny if use_tiny else arg)
+    return args + FAST.get(args[0], [])
+
+
+PAGES_WITH_COMMANDS = [p for p in PAGES if commands(p)]
+
+
+def test_the_docs_have_runnable_commands():
+    assert any(p.endswith("quickstart.md") for p in PAGES_WITH_COMMANDS)
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_page_commands_run_in_tiny_mode(page, in_tmp_cwd, capsys):
+    for command in commands(page):
+        args = tiny_args(command)
+        try:
+            main(args)
+        except SystemExit as exit_info:  # --print_config exits after printing
+            assert exit_info.code in (0, None), f"{command!r} exited with {exit_info.code}"
+            assert "--print_config" in args, f"{command!r} exited early"
