@@ -1,0 +1,7 @@
+"""Long-video inference strategies: frames in as an iterator, per-frame disparity out as one."""
+
+from vdf.inference.base import ClipModel, LongVideoStrategy
+from vdf.inference.independent_windows import IndependentWindows
+from vdf.inference.per_frame import PerFrame
+
+__all__ = ["ClipModel", "IndependentWindows", "LongVideoStrategy", "PerFrame"]

@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from vdf.inference.base import LongVideoStrategy
+from vdf.inference.per_frame import PerFrame
 from vdf.metrics import VideoDepthMetrics
 
 
@@ -30,6 +32,9 @@ class VideoDepthTask(L.LightningModule):
         eval_max_depth: depth cap for evaluation when the datamodule does not say (metres).
         boundary_f1: also compute boundary F1 in validation/test (slower).
         tae: also compute TAE in validation/test when the dataset has poses.
+        strategy: how long videos are run (`vdf.inference`); default `PerFrame`.
+        test_with_strategy: run ``vdf test`` sequences through ``strategy`` (as ``vdf predict``
+            does) rather than as one clip forward; validation always uses the clip forward.
     """
 
     def __init__(
@@ -42,6 +47,8 @@ class VideoDepthTask(L.LightningModule):
         eval_max_depth: float = 80.0,
         boundary_f1: bool = False,
         tae: bool = False,
+        strategy: LongVideoStrategy | None = None,
+        test_with_strategy: bool = True,
     ):
         super().__init__()
         self.loss = loss
@@ -52,6 +59,8 @@ class VideoDepthTask(L.LightningModule):
         self.eval_max_depth = eval_max_depth
         self.compute_boundary_f1 = boundary_f1
         self.compute_tae = tae
+        self.strategy = strategy if strategy is not None else PerFrame()
+        self.test_with_strategy = test_with_strategy
         self.eval_metrics = nn.ModuleDict()
         self._eval_names: list[str] = []
 
@@ -59,6 +68,15 @@ class VideoDepthTask(L.LightningModule):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """``video`` (B,T,3,H,W) in [0,1] -> relative disparity (B,T,1,H,W)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_clip(self, video: torch.Tensor) -> torch.Tensor:
+        """The clip forward strategies call: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` float32, no grad."""
+        return self(video.to(self.device)).float()
+
+    def run_strategy(self, video: torch.Tensor) -> torch.Tensor:
+        """One sequence ``(T,3,H,W)`` through ``strategy`` -> ``(T,1,H,W)``."""
+        return torch.stack(list(self.strategy(self, iter(video))))
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups; each may set ``lr``. Default: all trainable parameters."""
@@ -102,8 +120,11 @@ class VideoDepthTask(L.LightningModule):
             }
         ).to(self.device)
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        pred = self(batch["video"])
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False) -> dict[str, torch.Tensor]:
+        if stream:
+            pred = torch.stack([self.run_strategy(v) for v in batch["video"]])
+        else:
+            pred = self(batch["video"])
         self.eval_metrics[self._eval_names[dataloader_idx]].update(
             pred.float(),
             batch["depth"],
@@ -140,13 +161,14 @@ class VideoDepthTask(L.LightningModule):
         self._setup_metrics("test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        return self._eval_step(batch, dataloader_idx)
+        return self._eval_step(batch, dataloader_idx, stream=self.test_with_strategy)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"disparity": self(batch["video"]), "frame_index": batch["frame_index"], "meta": batch["meta"]}
+        disparity = torch.stack([self.run_strategy(v) for v in batch["video"]])
+        return {"disparity": disparity, "frame_index": batch["frame_index"], "meta": batch["meta"]}
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):

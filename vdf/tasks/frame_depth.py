@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vdf.inference.base import LongVideoStrategy
 from vdf.models.dav2 import DepthAnythingV2, FrameWiseDepth
 from vdf.tasks.base import VideoDepthTask
 from vdf.tasks.losses import ScaleShiftInvariantLoss
@@ -30,6 +31,7 @@ class FrameDepthTask(VideoDepthTask):
         lr: learning rate of the DPT head.
         encoder_lr: learning rate of the ViT encoder (DAv2 fine-tunes it 10x slower).
         freeze_encoder: keep the ViT fixed (only the head trains).
+        strategy: long-video strategy for ``vdf test`` / ``vdf predict`` (default `PerFrame`).
         **kwargs: the rest of `VideoDepthTask`'s arguments (weight decay, warm-up, evaluation).
     """
 
@@ -49,6 +51,8 @@ class FrameDepthTask(VideoDepthTask):
         eval_max_depth: float = 80.0,
         boundary_f1: bool = False,
         tae: bool = False,
+        strategy: LongVideoStrategy | None = None,
+        test_with_strategy: bool = True,
     ):
         super().__init__(
             loss=loss if loss is not None else ScaleShiftInvariantLoss(per="frame"),
@@ -59,8 +63,10 @@ class FrameDepthTask(VideoDepthTask):
             eval_max_depth=eval_max_depth,
             boundary_f1=boundary_f1,
             tae=tae,
+            strategy=strategy,
+            test_with_strategy=test_with_strategy,
         )
-        self.save_hyperparameters(ignore=["net", "loss"])
+        self.save_hyperparameters(ignore=["net", "loss", "strategy"])
         self.model = FrameWiseDepth(net, input_size=input_size, frame_chunk=frame_chunk, antialias=antialias)
         self.encoder_lr = encoder_lr
         if freeze_encoder:

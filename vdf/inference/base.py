@@ -1,0 +1,68 @@
+"""The long-video strategy protocol.
+
+A strategy turns a stream of frames into a stream of per-frame relative disparity, whatever the
+video's length, holding at most its window in memory. It talks to the model through the few calls
+the model side exposes; the first of them, which every model has, is the clip forward::
+
+    predict_clip(video: (1,T,3,H,W) float in [0,1]) -> (1,T,1,H,W) relative disparity
+
+Strategies are chosen in YAML (``model.init_args.strategy: {class_path: ...}``), so any model and
+strategy that share the calls can be compared.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import torch
+
+
+class ClipModel(Protocol):
+    def predict_clip(self, video: torch.Tensor) -> torch.Tensor:
+        """``(1,T,3,H,W)`` in [0,1] -> ``(1,T,1,H,W)`` relative disparity."""
+
+
+class LongVideoStrategy(ABC):
+    """Frames ``(3,H,W)`` in, per-frame disparity ``(1,H,W)`` out, one output per input, in order."""
+
+    @abstractmethod
+    def __call__(self, model: ClipModel, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]: ...
+
+    @property
+    def window(self) -> int:
+        """Frames held at once (the memory bound), for manifests and benchmarks."""
+        return 1
+
+
+def chunks(frames: Iterable[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    """Consecutive lists of up to ``size`` frames."""
+    chunk: list[torch.Tensor] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_clip(model: ClipModel, frames: list[torch.Tensor]) -> torch.Tensor:
+    """Stack ``frames`` into one clip, run the model, return ``(T,1,H,W)``."""
+    return model.predict_clip(torch.stack(frames).unsqueeze(0))[0]
+
+
+def fit_scale_shift(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares ``(s, b)`` minimising ``||s*source + b - target||`` over all elements (float64).
+
+    A constant ``source`` has no defined scale: it gets ``s = 1`` and the shift of the means.
+    """
+    x = source.double().flatten()
+    y = target.double().flatten()
+    xc, yc = x - x.mean(), y - y.mean()
+    var = (xc * xc).sum()
+    if var <= 1e-12 * max(float((x * x).sum()), 1e-300):
+        return torch.ones((), dtype=torch.float64), y.mean() - x.mean()
+    scale = (xc * yc).sum() / var
+    return scale, y.mean() - scale * x.mean()
