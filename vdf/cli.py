@@ -7,12 +7,15 @@ the same in-process. Runs are seeded, save their resolved config next to the Ten
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Optional
 
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from vdf.callbacks.prediction_writer import DepthPredictionWriter
 from vdf.callbacks.visualization import DepthVisualizer
 from vdf.data.datamodule import VideoDepthDataModule
 from vdf.tasks.base import VideoDepthTask
@@ -22,6 +25,17 @@ DEFAULT_RUN_NAME = "vdf"
 
 class VDFCLI(LightningCLI):
     """LightningCLI with vdf's defaults; every task is a `VideoDepthTask` subclass."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # `vdf predict --input DIR --output DIR [--overwrite]`: short aliases of the datamodule's
+        # folder input and of the prediction writer (a callback, idle outside predict).
+        parser.add_lightning_class_args(DepthPredictionWriter, "writer")
+        parser.add_argument("--input", type=Optional[str], default=None, help="folder of videos for predict")
+        parser.add_argument("--output", type=Optional[str], default=None, help="output folder for predict")
+        parser.add_argument("--overwrite", type=bool, default=False, help="predict: redo complete outputs")
+        parser.link_arguments("input", "data.predict_input")
+        parser.link_arguments("output", "writer.output_dir")
+        parser.link_arguments("overwrite", "writer.overwrite")
 
     def before_instantiate_classes(self) -> None:
         # Name the TensorBoard run after the last config file, so runs/ reads like configs/.
@@ -75,5 +89,12 @@ def main(args: list[str] | None = None) -> VDFCLI:
 
 
 def entrypoint() -> None:
-    """Console-script entry point (``vdf``): runs `main` on ``sys.argv``."""
-    main()
+    """Console-script entry point (``vdf``): runs `main` on ``sys.argv``.
+
+    The exit status is 1 when ``vdf predict`` could not process some input (each is reported with
+    its path and the reason; the others are still written).
+    """
+    cli = main()
+    writer = next((c for c in cli.trainer.callbacks if isinstance(c, DepthPredictionWriter)), None)
+    if cli.subcommand == "predict" and writer is not None and writer.failed:
+        sys.exit(1)

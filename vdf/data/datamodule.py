@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from vdf.data.collate import collate_clips
+from vdf.data.video_io import VideoSource, find_inputs, output_name
 from vdf.data.datasets.base import VideoDepthDataset
 from vdf.data.datasets.mixed import MixedVideoDataset
 from vdf.data.sampler import MixedLengthBatchSampler
 
 STAGES = ("train", "val", "test", "predict")
+
+
+def _identity(item):
+    return item
 
 
 class VideoDepthDataModule(L.LightningDataModule):
@@ -46,6 +51,14 @@ class VideoDepthDataModule(L.LightningDataModule):
         eval_batch_size: sequences per evaluation batch.
         num_workers: dataloader worker processes.
         seed: seed of the training sampler (deterministic per seed and epoch).
+        predict_input: a folder of videos and image sequences for ``vdf predict`` (``--input``);
+            each becomes one streamed `VideoSource` instead of the ``predict`` datasets.
+        predict_glob: only inputs whose path relative to ``predict_input`` matches this glob.
+        max_size: cap on the long side of decoded frames (downscale only).
+        size_multiple: round decoded frame sizes down to a multiple of this.
+        stride: predict every ``stride``-th frame of each input video.
+        max_frames: predict at most this many frames per video.
+        start_frame: first frame of each video to predict.
     """
 
     def __init__(
@@ -68,6 +81,13 @@ class VideoDepthDataModule(L.LightningDataModule):
         eval_batch_size: int = 1,
         num_workers: int = 0,
         seed: int = 0,
+        predict_input: str | None = None,
+        predict_glob: str | None = None,
+        max_size: int | None = None,
+        size_multiple: int = 1,
+        stride: int = 1,
+        max_frames: int | None = None,
+        start_frame: int = 0,
     ):
         super().__init__()
         self.datasets: dict[str, list[VideoDepthDataset]] = {
@@ -95,6 +115,11 @@ class VideoDepthDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.predict_input = predict_input
+        self.predict_glob = predict_glob
+        self.video_options = dict(
+            max_size=max_size, size_multiple=size_multiple, stride=stride, max_frames=max_frames, start_frame=start_frame
+        )
 
     def dataset_names(self, split: str) -> list[str]:
         """Names of the datasets of ``split``, unique (a repeated name gets a ``_<i>`` suffix)."""
@@ -161,5 +186,21 @@ class VideoDepthDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")
 
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("predict")
+    def video_sources(self) -> list[VideoSource]:
+        """The inputs found under ``predict_input``, one lazily read `VideoSource` each."""
+        root = Path(self.predict_input)
+        if not root.is_dir():
+            raise FileNotFoundError(f"predict input folder {str(root)!r} does not exist or is not a folder")
+        paths = find_inputs(root, glob=self.predict_glob)
+        if not paths:
+            raise FileNotFoundError(
+                f"no videos or image sequences found in {str(root)!r}"
+                + (f" matching {self.predict_glob!r}" if self.predict_glob else "")
+            )
+        return [VideoSource(p, name=output_name(p, root), **self.video_options) for p in paths]
+
+    def predict_dataloader(self) -> list[DataLoader] | DataLoader:
+        if self.predict_input is None:
+            return self._eval_loaders("predict")
+        # One video per step, handed over unread: the task streams it through its strategy.
+        return DataLoader(self.video_sources(), batch_size=None, shuffle=False, collate_fn=_identity)

@@ -15,7 +15,9 @@ import lightning as L
 import torch
 from torch import nn
 
+from vdf.data.video_io import VideoSource
 from vdf.inference.base import LongVideoStrategy
+from vdf.inference.stream import VideoPrediction
 from vdf.inference.per_frame import PerFrame
 from vdf.metrics import VideoDepthMetrics
 
@@ -32,7 +34,7 @@ class VideoDepthTask(L.LightningModule):
         eval_max_depth: depth cap for evaluation when the datamodule does not say (metres).
         boundary_f1: also compute boundary F1 in validation/test (slower).
         tae: also compute TAE in validation/test when the dataset has poses.
-        strategy: how long videos are run (`vdf.inference`); default `PerFrame`.
+        strategy: how long videos are run (`vdf.inference`); default `PerFrame` in batches of 8.
         test_with_strategy: run ``vdf test`` sequences through ``strategy`` (as ``vdf predict``
             does) rather than as one clip forward; validation always uses the clip forward.
     """
@@ -59,7 +61,7 @@ class VideoDepthTask(L.LightningModule):
         self.eval_max_depth = eval_max_depth
         self.compute_boundary_f1 = boundary_f1
         self.compute_tae = tae
-        self.strategy = strategy if strategy is not None else PerFrame()
+        self.strategy = strategy if strategy is not None else PerFrame(batch_size=8)
         self.test_with_strategy = test_with_strategy
         self.eval_metrics = nn.ModuleDict()
         self._eval_names: list[str] = []
@@ -166,7 +168,10 @@ class VideoDepthTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: dict[str, Any] | VideoSource, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        if isinstance(batch, VideoSource):
+            # A video from `vdf predict --input`: returned unread; the writer streams it.
+            return VideoPrediction(batch, self, self.strategy)
         disparity = torch.stack([self.run_strategy(v) for v in batch["video"]])
         return {"disparity": disparity, "frame_index": batch["frame_index"], "meta": batch["meta"]}
 

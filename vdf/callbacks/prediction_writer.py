@@ -1,0 +1,184 @@
+"""`DepthPredictionWriter`: the output side of ``vdf predict``.
+
+Consumes each video's lazy `VideoPrediction` frame by frame into a `DepthVideoWriter` (npz, PNG16,
+EXR, colourised mp4s, per-video manifest), skips videos whose outputs are complete, cleans what a
+killed run left half-written, keeps going when one input is bad, and ends with a summary table
+and the run's ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from vdf.inference.manifest import RunManifest
+from vdf.inference.outputs import DepthVideoWriter, OutputOptions, clean_partial, outputs_complete
+from vdf.inference.stream import VideoPrediction
+
+
+class DepthPredictionWriter(L.Callback):
+    """Writes what ``vdf predict`` predicts (``--output``, ``--overwrite`` are aliases).
+
+    Args:
+        output_dir: folder for the outputs (created); required by ``vdf predict``.
+        overwrite: redo videos whose outputs are already complete (otherwise they are skipped).
+        npz: write ``<name>.npz`` (float16 disparity ``(T,H,W)`` and ``frame_index``).
+        png16: write ``<name>_png16/`` 16-bit PNG frames (video-wide min-max in the manifest).
+        exr: write ``<name>_exr/`` float32 OpenEXR frames (raw disparity).
+        depth_video: write ``<name>_depth.mp4``, colourised with one video-wide range.
+        side_by_side: write ``<name>_side_by_side.mp4`` (RGB | depth).
+        colormap: matplotlib colormap of the colourised videos.
+        fps: frame rate of written videos when the input has none (image sequences).
+        progress: print per-video progress (frames/s).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        overwrite: bool = False,
+        npz: bool = True,
+        png16: bool = False,
+        exr: bool = False,
+        depth_video: bool = True,
+        side_by_side: bool = False,
+        colormap: str = "Spectral_r",
+        fps: float = 24.0,
+        progress: bool = True,
+    ):
+        self.output_dir = output_dir
+        self.overwrite = overwrite
+        self.options = OutputOptions(
+            npz=npz, png16=png16, exr=exr, depth_video=depth_video, side_by_side=side_by_side, colormap=colormap, fps=fps
+        )
+        self.progress = progress
+        self.results: list[dict[str, Any]] = []
+        self._run: RunManifest | None = None
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r["status"] == "failed"]
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            print(message, file=sys.stderr, flush=True)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.results = []
+        if self.output_dir is None:
+            dm = trainer.datamodule
+            if getattr(dm, "predict_input", None) is not None:
+                raise ValueError("vdf predict --input needs an output folder: add --output DIR")
+            return
+        Path(self.output_dir).mkdir(parents=True, exist_ok=True)
+        self._run = RunManifest(
+            self.output_dir,
+            info={
+                "model": type(pl_module).__name__,
+                "strategy": _describe(getattr(pl_module, "strategy", None)),
+                "input": getattr(trainer.datamodule, "predict_input", None),
+            },
+        )
+
+    def on_predict_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._run is None:
+            return
+        if isinstance(outputs, VideoPrediction):
+            self._write_video(outputs, pl_module)
+
+    def _record(self, name: str, status: str, **info: Any) -> None:
+        self.results.append({"name": name, "status": status, **info})
+        assert self._run is not None
+        self._run.add_result(name, status, info)
+
+    def _write_video(self, prediction: VideoPrediction, pl_module: L.LightningModule) -> None:
+        source = prediction.source
+        out_dir = Path(self.output_dir)
+        name = source.name
+        if not self.overwrite and outputs_complete(out_dir, name):
+            self._say(f"[skip] {source.path}: outputs complete (use --overwrite to redo)")
+            self._record(name, "skipped", input=str(source.path))
+            return
+        clean_partial(out_dir, name)
+        start = time.perf_counter()
+        frames = 0
+        try:
+            info = source.probe()
+            with DepthVideoWriter(out_dir, name, self.options, fps=info.fps) as writer:
+                last_report = start
+                for index, disparity, rgb in prediction:
+                    writer.add(index, disparity.cpu(), rgb if self.options.side_by_side else None)
+                    frames += 1
+                    now = time.perf_counter()
+                    if now - last_report > 5.0:
+                        self._say(f"  {name}: {frames} frames, {frames / (now - start):.1f} frames/s")
+                        last_report = now
+                if frames == 0:
+                    raise ValueError("no frames to predict (check start_frame / max_frames)")
+                seconds = time.perf_counter() - start
+                writer.finish(
+                    {
+                        "input": str(source.path),
+                        "model": type(pl_module).__name__,
+                        "strategy": _describe(prediction.strategy),
+                        "resolution": [info.out_height, info.out_width],
+                        "source_resolution": [info.height, info.width],
+                        "timing": {"seconds": seconds, "frames_per_second": frames / max(seconds, 1e-9)},
+                    }
+                )
+        except (ValueError, RuntimeError, OSError) as error:
+            # One bad input must not stop the others; the error line names the file and the cause.
+            message = str(error)
+            if not message.startswith(str(source.path)):
+                message = f"{source.path}: {message}"
+            self._say(f"[error] {message}")
+            self._record(name, "failed", input=str(source.path), error=message, frames=frames)
+            return
+        seconds = time.perf_counter() - start
+        fps = frames / max(seconds, 1e-9)
+        self._say(f"[done] {source.path}: {frames} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
+        self._record(name, "ok", input=str(source.path), frames=frames, seconds=seconds, frames_per_second=fps)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._run is None:
+            return
+        self._run.save()
+        self._say(summary_table(self.results))
+
+
+def _describe(strategy: Any) -> dict[str, Any] | None:
+    if strategy is None:
+        return None
+    params = {k: v for k, v in vars(strategy).items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+    params["window"] = strategy.window
+    return {"class": type(strategy).__name__, **params}
+
+
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """A plain-text table: one row per video with status, frames, speed and the error if any."""
+    rows = [("video", "status", "frames", "frames/s", "note")]
+    for r in results:
+        rows.append(
+            (
+                r["name"],
+                r["status"],
+                str(r.get("frames", "")),
+                f"{r['frames_per_second']:.1f}" if "frames_per_second" in r else "",
+                r.get("error", "")[:80],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "skipped", "failed")}
+    lines.append(f"{counts['ok']} written, {counts['skipped']} skipped, {counts['failed']} failed")
+    return "\n".join(lines)
+
+
+__all__ = ["DepthPredictionWriter", "summary_table"]

@@ -1,0 +1,774 @@
+"""Streaming input for ``vdf predict``: a researcher's own videos and image sequences.
+
+A *video* here is either a container file (``.mp4 .mov .mkv .avi .webm``, case-insensitive) or a
+folder of ``.png/.jpg/.jpeg`` frames in natural sort order (``frame2`` before ``frame10``).
+
+* `find_inputs` scans a folder tree for both kinds; `output_name` turns each into a unique,
+  filesystem-safe name for its outputs.
+* `VideoSource` reads one of them. `VideoSource.probe` opens it and decodes the first frame, so a
+  broken file fails early; `VideoSource.frames` then yields ``(index, frame)`` pairs one at a time
+  straight from PyAV's decoder — a video is never decoded whole into memory.
+
+Every frame comes out as float32 ``(3, H, W)`` RGB in [0, 1], upright (the container's display
+matrix / rotation is applied), at the output size given by `output_size`. Anything wrong with the
+input raises `VideoInputError`, whose message names the file and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "VideoInfo",
+    "VideoInputError",
+    "VideoSource",
+    "find_inputs",
+    "natural_sort_key",
+    "orient_frame",
+    "orientation_from_display_matrix",
+    "output_name",
+    "output_size",
+]
+
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+
+# Longest output name before it is shortened (and made unique with a hash): leaves room for
+# suffixes such as "_depth.mp4" under the usual 255-byte file-name limit, even in UTF-8.
+_MAX_NAME_CHARS = 120
+
+
+class VideoInputError(ValueError):
+    """A video or image sequence that cannot be read; ``str(err) == f"{path}: {reason}"``.
+
+    Attributes:
+        path: the offending file or folder (for an image sequence, the image that failed).
+        reason: what is wrong, in words a person can act on.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # keeps the error picklable across DataLoader worker processes
+        return type(self), (str(self.path), self.reason)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `VideoSource.probe` learns about an input.
+
+    Attributes:
+        path: the video file or image folder.
+        name: the source's name (see `VideoSource`).
+        kind: ``"video"`` for a container file, ``"images"`` for a folder of frames.
+        width, height: display size in pixels, after rotation, before resizing.
+        out_width, out_height: size of the frames that `VideoSource.frames` yields.
+        num_frames: exact for image sequences; for videos the count the container declares, else an
+            estimate from duration x fps, else ``None``. Not reduced by start/stride/max_frames.
+        fps: average frame rate (total frames / duration; see "variable frame rate" in the docs),
+            ``None`` for image sequences or when the container does not say.
+        rotation: counter-clockwise degrees (0, 90, 180, 270) applied to the stored frames to show
+            them upright, from the display matrix (or the legacy ``rotate`` tag).
+        pix_fmt: FFmpeg pixel format of the decoded first frame (``"yuv420p10le"``, ``"rgba"``...).
+    """
+
+    path: Path
+    name: str
+    kind: Literal["video", "images"]
+    width: int
+    height: int
+    out_width: int
+    out_height: int
+    num_frames: int | None
+    fps: float | None
+    rotation: int
+    pix_fmt: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes, orientation, sorting
+
+
+def output_size(width: int, height: int, max_size: int | None = None, size_multiple: int = 1) -> tuple[int, int]:
+    """Output ``(width, height)`` for a ``width x height`` frame.
+
+    1. ``max_size`` caps the long side: larger frames are scaled down keeping their aspect ratio
+       (sides rounded to the nearest pixel, at least 1); smaller frames are never scaled up.
+    2. ``size_multiple`` then rounds each side *down* to a multiple of it, but never below the
+       multiple itself (so a side shorter than the multiple is rounded up to it). Frames are
+       resized, not cropped, to this size, so the aspect ratio changes by less than one multiple.
+    """
+    if width < 1 or height < 1:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    w, h = width, height
+    if max_size is not None and max(w, h) > max_size:
+        scale = max_size / max(w, h)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+    if size_multiple > 1:
+        w = max(size_multiple, w // size_multiple * size_multiple)
+        h = max(size_multiple, h // size_multiple * size_multiple)
+    return w, h
+
+
+def orient_frame(image: torch.Tensor, rotation: int, mirrored: bool = False) -> torch.Tensor:
+    """Rotate ``image`` ``(..., H, W)`` by ``rotation`` degrees counter-clockwise, then mirror it.
+
+    ``rotation`` must be a multiple of 90 (any sign). With ``mirrored`` the rotated image is flipped
+    left-right. Returns ``(..., H, W)`` or ``(..., W, H)`` (a view where possible; not copied).
+    """
+    if rotation % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    k = (rotation // 90) % 4
+    out = torch.rot90(image, k, dims=(-2, -1)) if k else image
+    return out.flip(-1) if mirrored else out
+
+
+def orientation_from_display_matrix(matrix: Sequence[int]) -> tuple[int, bool, bool]:
+    """Decode FFmpeg's ``DISPLAYMATRIX`` (9 int32, 16.16 fixed point, row-major) into an orientation.
+
+    FFmpeg maps a stored pixel ``(p, q)`` (column, row) to its displayed place
+    ``(a*p + c*q + x, b*p + d*q + y)`` with ``matrix = [a, b, u, c, d, v, x, y, w]``; only the signs
+    and the pattern of the 2x2 part matter for a right-angle orientation.
+
+    Returns:
+        ``(rotation, mirrored, exact)`` for `orient_frame`. ``exact`` is False when the matrix is
+        not a right-angle rotation/flip (e.g. 45 degrees); the nearest right-angle one is returned.
+    """
+    if len(matrix) != 9:
+        raise ValueError(f"a display matrix has 9 entries, got {len(matrix)}")
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    straight, crossed = abs(a) + abs(d), abs(b) + abs(c)
+    if straight + crossed == 0:  # degenerate: nothing sensible to apply
+        return 0, False, False
+    # Where the 2x2 part sends a small asymmetric probe image, then which dihedral element that is.
+    probe = torch.arange(6).reshape(2, 3)
+    if straight >= crossed:
+        target = probe.flip(-1) if a < 0 else probe
+        target = target.flip(-2) if d < 0 else target
+        exact = crossed <= 1e-3 * straight
+    else:  # displayed row follows the stored column: a transpose, then flips
+        target = probe.T
+        target = target.flip(-2) if b < 0 else target
+        target = target.flip(-1) if c < 0 else target
+        exact = straight <= 1e-3 * crossed
+    for mirrored in (False, True):
+        for rotation in (0, 90, 180, 270):
+            candidate = orient_frame(probe, rotation, mirrored)
+            if candidate.shape == target.shape and torch.equal(candidate, target):
+                return rotation, mirrored, exact
+    raise AssertionError("unreachable: the eight right-angle orientations cover every sign pattern")
+
+
+def natural_sort_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers by value: ``frame2 < frame10``; case-insensitive."""
+    parts = re.split(r"(\d+)", text, flags=re.ASCII)
+    # Text and numbers alternate from index 0 (text, possibly ""), so keys compare position by position.
+    return tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)) + (text,)
+
+
+def _path_sort_key(rel: Path) -> tuple:
+    return tuple(natural_sort_key(part) for part in rel.parts)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _has_ext(name: str, extensions: tuple[str, ...]) -> bool:
+    return name.lower().endswith(extensions) and not _is_hidden(name)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The frames of an image-sequence folder (non-hidden .png/.jpg/.jpeg files), natural order."""
+    try:
+        names = [e.name for e in os.scandir(folder) if e.is_file() and _has_ext(e.name, IMAGE_EXTENSIONS)]
+    except OSError as err:
+        raise VideoInputError(folder, f"cannot list the folder ({err.strerror or err})") from err
+    return [folder / n for n in sorted(names, key=natural_sort_key)]
+
+
+# --------------------------------------------------------------------------------------------
+# Finding inputs and naming outputs
+
+
+def _matches(rel: Path, pattern: str) -> bool:
+    # A pattern without "/" is matched against the last path component only (like `find -name`);
+    # otherwise against the whole relative path, where "*" also crosses "/" and a leading "**/"
+    # may match no folder at all. Case-insensitive, like the extension checks.
+    rel_s, pat = rel.as_posix().lower(), pattern.lower()
+    if "/" not in pat:
+        return fnmatch(rel.name.lower(), pat)
+    return fnmatch(rel_s, pat) or (pat.startswith("**/") and fnmatch(rel_s, pat[3:]))
+
+
+def find_inputs(root: str | Path, glob: str | None = None, recursive: bool = True) -> list[Path]:
+    """Videos and image-sequence folders under ``root``, in natural sort order of their path.
+
+    * a file with a video extension (``VIDEO_EXTENSIONS``, any case) is one input;
+    * a folder holding images (``IMAGE_EXTENSIONS``) and *no* video file is one input (an image
+      sequence); a folder holding videos contributes its videos and its images are ignored;
+    * hidden files and folders (name starting with ``.``) are skipped; symlinked folders are not
+      followed (no cycles), symlinked files are;
+    * ``recursive=False`` looks only at ``root``'s own files and its direct sub-folders that are
+      image sequences;
+    * ``glob`` filters the results by their path relative to ``root`` (see `_matches`: ``"*.mp4"``
+      matches names at any depth; ``"sub/*"`` matches the whole relative path; case-insensitive).
+
+    ``root`` may itself be a file (returned as is, whatever its extension: it was named
+    explicitly) or an image folder. Returns ``[]`` when nothing matches.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise VideoInputError(root, "no such file or folder")
+    if not root.is_dir():
+        return [root]
+
+    found: list[Path] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        try:
+            entries = [e for e in os.scandir(folder) if not _is_hidden(e.name)]
+        except OSError as err:
+            raise VideoInputError(folder, f"cannot list the folder ({err.strerror or err})") from err
+        files = [e for e in entries if e.is_file()]
+        videos = [Path(e.path) for e in files if _has_ext(e.name, VIDEO_EXTENSIONS)]
+        has_images = any(_has_ext(e.name, IMAGE_EXTENSIONS) for e in files)
+        if depth == 0 or recursive:
+            found.extend(videos)
+            if has_images and not videos:
+                found.append(folder)
+        elif has_images and not videos:  # non-recursive: a direct sub-folder of frames is one video
+            found.append(folder)
+        if recursive or depth == 0:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    visit(Path(e.path), depth + 1)
+
+    visit(root, 0)
+
+    def rel(p: Path) -> Path:
+        return Path(p.name or p.resolve().name) if p == root else p.relative_to(root)
+
+    if glob:
+        found = [p for p in found if _matches(rel(p), glob)]
+    return sorted(found, key=lambda p: _path_sort_key(rel(p)))
+
+
+def _sanitize(part: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in part)
+    # A leading "." hides the file, a leading "-" reads as a CLI flag, a trailing "." is dropped
+    # by Windows.
+    if safe[:1] in (".", "-"):
+        safe = "_" + safe[1:]
+    if safe.endswith("."):
+        safe = safe[:-1] + "_"
+    return safe or "_"
+
+
+def _stem_key(name: str, is_dir: bool) -> str:
+    if not is_dir and _has_ext(name, VIDEO_EXTENSIONS):
+        name = name[: -len(Path(name).suffix)]
+    return name.casefold()
+
+
+@functools.lru_cache(maxsize=64)
+def _sibling_keys(folder: Path, mtime_ns: int) -> dict[str, int]:
+    """How many videos / folders in ``folder`` share each name key (cached per folder version:
+    ``mtime_ns`` changes when entries are added or removed, so a stale listing is never used)."""
+    counts: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return counts
+    for e in entries:
+        if not _is_hidden(e.name) and (e.is_dir() or _has_ext(e.name, VIDEO_EXTENSIONS)):
+            key = _stem_key(e.name, e.is_dir())
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _has_twin(path: Path) -> bool:
+    """True if a sibling video or folder would get the same name (``clip.mp4`` + ``clip.mov`` or
+    ``clip/``, or names differing only in case, which collide on macOS/Windows file systems)."""
+    try:
+        mtime_ns = path.parent.stat().st_mtime_ns
+    except OSError:
+        return False
+    is_dir = path.is_dir()
+    counted = is_dir or _has_ext(path.name, VIDEO_EXTENSIONS)  # is `path` itself in the counts?
+    # Cached listing: naming every file of a 10k-file folder must not list the folder 10k times.
+    return _sibling_keys(path.parent, mtime_ns).get(_stem_key(path.name, is_dir), 0) > int(counted)
+
+
+def output_name(path: Path, root: Path) -> str:
+    """A unique, filesystem-safe name for an input's outputs, from its path relative to ``root``.
+
+    Folders are joined with ``"__"`` and the video extension is dropped:
+    ``root/sub/clip.mp4 -> "sub__clip"``, image folder ``root/seq1 -> "seq1"``; ``path == root``
+    gives the file's stem / folder's name. Characters other than letters, digits and ``-._`` become
+    ``_``. Whenever that could make two inputs collide -- a character was replaced, a component
+    already holds ``"__"``, a sibling video or folder has the same stem up to case
+    (``clip.mp4`` + ``clip.mov``), or the name is longer than 120 characters (then shortened) --
+    ``"-"`` and 8 hex digits of a hash of the relative path are appended, e.g. ``"my_clip-3f2a9c01"``.
+    """
+    path, root = Path(path), Path(root)
+    if path == root:
+        rel = Path(path.name or path.resolve().name)
+    else:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            raise ValueError(f"{path} is not inside {root}") from None
+    parts = list(rel.parts)
+    if not path.is_dir() and _has_ext(parts[-1], VIDEO_EXTENSIONS):
+        parts[-1] = parts[-1][: -len(Path(parts[-1]).suffix)]
+    safe = [_sanitize(p) for p in parts]
+    name = "__".join(safe)
+    ambiguous = safe != parts or any("__" in p for p in parts) or _has_twin(path)
+    if len(name) > _MAX_NAME_CHARS:
+        name, ambiguous = name[:_MAX_NAME_CHARS], True
+    if ambiguous:
+        name += "-" + hashlib.sha1(rel.as_posix().encode("utf-8")).hexdigest()[:8]
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding helpers
+
+
+def _ffmpeg_message(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err)
+
+
+def _check_file(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise VideoInputError(path, "no such file or folder") from None
+    except OSError as err:
+        raise VideoInputError(path, f"cannot read the file ({err.strerror or err})") from err
+    if size == 0:
+        raise VideoInputError(path, "empty file (0 bytes)")
+
+
+def _top_level_boxes(path: Path, limit: int = 64) -> list[bytes]:
+    """Types of the top-level ISO-BMFF (MP4/MOV) boxes, read from their headers only."""
+    types: list[bytes] = []
+    size_total = path.stat().st_size
+    with open(path, "rb") as f:
+        pos = 0
+        while pos + 8 <= size_total and len(types) < limit:
+            f.seek(pos)
+            head = f.read(16)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if size == 1 and len(head) >= 16:
+                size = int.from_bytes(head[8:16], "big")
+            elif size == 0:
+                size = size_total - pos
+            if size < 8 or not kind.isascii():
+                break
+            types.append(kind)
+            pos += size
+    return types
+
+
+def _open_failure_reason(path: Path, err: BaseException) -> str:
+    if isinstance(err, FileNotFoundError):
+        return "no such file or folder"
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    try:
+        boxes = _top_level_boxes(path)
+    except OSError:
+        boxes = []
+    if boxes[:1] == [b"ftyp"] and b"moov" not in boxes:
+        return ("truncated or incomplete MP4/MOV: it has no 'moov' index box (the file was probably "
+                f"cut short while recording or copying; FFmpeg: {_ffmpeg_message(err)})")
+    return f"not a video FFmpeg can read ({_ffmpeg_message(err)})"
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    try:
+        # metadata_errors="replace": real footage carries non-UTF-8 tags; they must not stop us.
+        return av.open(str(path), metadata_errors="replace")
+    except (av.FFmpegError, OSError) as err:
+        raise VideoInputError(path, _open_failure_reason(path, err)) from err
+
+
+def _display_matrix(frame: av.VideoFrame) -> list[int] | None:
+    side = frame.side_data  # may raise ValueError, see _frame_orientation
+    try:
+        data = bytes(side["DISPLAYMATRIX"])
+    except KeyError:
+        return None
+    return np.frombuffer(data, dtype=np.int32)[:9].tolist()
+
+
+def _frame_orientation(frame: av.VideoFrame, metadata: Mapping[str, str]) -> tuple[int, bool, str | None]:
+    """``(rotation, mirrored, warning)`` to show ``frame`` upright.
+
+    Sources, in order: the frame's ``DISPLAYMATRIX`` side data (FFmpeg puts the container's display
+    matrix / EXIF orientation there); `VideoFrame.rotation` when PyAV cannot list the side data;
+    the legacy ``rotate`` stream tag (clockwise degrees) when there is no matrix at all.
+    """
+    try:
+        matrix = _display_matrix(frame)
+    except ValueError:
+        # PyAV 18 cannot wrap side-data types newer than it knows (FFmpeg 8 attaches EXIF to JPEG
+        # frames); frame.rotation still reads the matrix, but without any mirroring.
+        return int(round(frame.rotation / 90.0)) * 90 % 360, False, None
+    if matrix is not None:
+        rotation, mirrored, exact = orientation_from_display_matrix(matrix)
+        note = None
+        if not exact:
+            note = (f"the display matrix rotates by {frame.rotation} degrees, not a multiple of 90; "
+                    f"using the nearest right angle ({rotation} degrees)")
+        return rotation, mirrored, note
+    tag = metadata.get("rotate")
+    if tag:
+        try:
+            clockwise = float(tag)
+        except ValueError:
+            return 0, False, f"ignoring unreadable 'rotate' tag {tag!r}"
+        return int(-round(clockwise / 90.0)) * 90 % 360, False, None
+    return 0, False, None
+
+
+def _is_high_bit_depth(frame: av.VideoFrame) -> bool:
+    return any(c.bits > 8 for c in frame.format.components)
+
+
+def _frame_to_tensor(frame: av.VideoFrame, rotation: int, mirrored: bool, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Decoded ``frame`` -> float32 ``(3, out_h, out_w)`` RGB in [0, 1], upright, resized if needed.
+
+    >8-bit sources are converted at 16 bits (``rgb48le``) so no precision is lost; alpha is dropped
+    (colour taken as stored, not composited); grey is replicated to three channels.
+    """
+    if _is_high_bit_depth(frame):
+        array = frame.to_ndarray(format="rgb48le")  # (H, W, 3) uint16
+        image = torch.from_numpy(array.astype(np.float32)).mul_(1.0 / 65535.0)
+    else:
+        array = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+        image = torch.from_numpy(array)
+    # Orient while still (H, W, 3): dims -3, -2 are the image rows and columns.
+    image = orient_frame(image.movedim(-1, 0), rotation, mirrored).contiguous()  # (3, H', W')
+    if image.dtype == torch.uint8:
+        image = image.to(torch.float32).mul_(1.0 / 255.0)
+    if tuple(image.shape[-2:]) != out_hw:
+        image = F.interpolate(image[None], size=out_hw, mode="bilinear", antialias=True, align_corners=False)[0]
+        image = image.clamp_(0.0, 1.0)
+    return image
+
+
+def _pick_video_stream(streams: Sequence) -> object | None:
+    """The first video stream that is not cover art (``attached_pic``), else the first one."""
+    for stream in streams:
+        if av.stream.Disposition.attached_pic not in stream.disposition:
+            return stream
+    return streams[0] if streams else None
+
+
+def _average_fps(stream: av.video.stream.VideoStream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    return None
+
+
+def _stream_end_seconds(stream: av.video.stream.VideoStream) -> float | None:
+    if not stream.duration or stream.time_base is None:
+        return None
+    return float((stream.start_time or 0) * stream.time_base + stream.duration * stream.time_base)
+
+
+# --------------------------------------------------------------------------------------------
+# The source
+
+
+class VideoSource:
+    """One video file or image-sequence folder, read frame by frame.
+
+    Args:
+        path: a video file (anything FFmpeg reads; `find_inputs` only picks ``VIDEO_EXTENSIONS``)
+            or a folder of ``.png/.jpg/.jpeg`` frames (natural sort order).
+        name: name for logs and outputs; defaults to the file's stem or the folder's name (use
+            `output_name` for names that are unique across a folder tree).
+        max_size: cap on the long side of the output, in pixels (downscale only, aspect kept).
+        size_multiple: round the output height and width down to a multiple of this (at least the
+            multiple), e.g. 2 for yuv420p video outputs or 14 for a ViT patch grid.
+        stride: yield every ``stride``-th frame (every frame is still decoded: video codecs need it).
+        max_frames: stop after yielding this many frames (``None``: all).
+        start_frame: index of the first frame to consider; earlier frames are decoded and dropped
+            (exact, unlike seeking to a keyframe), so a large value costs decoding time.
+
+    The frames yielded are ``start_frame, start_frame + stride, ...`` (original indices), at most
+    ``max_frames`` of them, each float32 ``(3, out_height, out_width)`` in [0, 1].
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        max_size: int | None = None,
+        size_multiple: int = 1,
+        stride: int = 1,
+        max_frames: int | None = None,
+        start_frame: int = 0,
+    ):
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be at least 1 (or None), got {max_size}")
+        if size_multiple < 1:
+            raise ValueError(f"size_multiple must be at least 1, got {size_multiple}")
+        if max_size is not None and max_size < size_multiple:
+            raise ValueError(f"max_size ({max_size}) must be at least size_multiple ({size_multiple})")
+        if stride < 1:
+            raise ValueError(f"stride must be at least 1, got {stride}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be at least 1 (or None), got {max_frames}")
+        if start_frame < 0:
+            raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+        self.path = Path(path)
+        self.name = name if name is not None else (self.path.name if self.path.is_dir() else self.path.stem)
+        self.max_size = max_size
+        self.size_multiple = size_multiple
+        self.stride = stride
+        self.max_frames = max_frames
+        self.start_frame = start_frame
+        self._info: VideoInfo | None = None
+        # Orientation decided at probe time and applied to every frame, so all frames share a size.
+        self._rotation, self._mirrored = 0, False
+        self._declared_frames: int | None = None
+        self._images: list[Path] = []
+        self._stream_index = 0
+
+    def __repr__(self) -> str:
+        return (f"VideoSource({str(self.path)!r}, name={self.name!r}, max_size={self.max_size}, "
+                f"size_multiple={self.size_multiple}, stride={self.stride}, max_frames={self.max_frames}, "
+                f"start_frame={self.start_frame})")
+
+    # ---- metadata
+
+    @property
+    def info(self) -> VideoInfo:
+        """`probe`'s result (probing on first access)."""
+        return self.probe()
+
+    def probe(self) -> VideoInfo:
+        """Open the input, read its metadata and decode its first frame (cached after the first call).
+
+        Raises:
+            VideoInputError: missing / empty / unreadable file, no video stream, first frame not
+                decodable, image folder without images.
+        """
+        if self._info is None:
+            self._info = self._probe_images() if self.path.is_dir() else self._probe_video()
+        return self._info
+
+    def _make_info(self, kind, width, height, num_frames, fps, pix_fmt) -> VideoInfo:
+        out_w, out_h = output_size(width, height, self.max_size, self.size_multiple)
+        return VideoInfo(path=self.path, name=self.name, kind=kind, width=width, height=height,
+                         out_width=out_w, out_height=out_h, num_frames=num_frames, fps=fps,
+                         rotation=self._rotation, pix_fmt=pix_fmt)
+
+    def _probe_video(self) -> VideoInfo:
+        _check_file(self.path)
+        with _open_container(self.path) as container:
+            stream = _pick_video_stream(container.streams.video)
+            if stream is None:
+                kinds = sorted({s.type for s in container.streams}) or ["no streams at all"]
+                raise VideoInputError(self.path, f"no video stream (the file holds: {', '.join(kinds)})")
+            self._stream_index = stream.index
+            try:
+                first = next(iter(container.decode(stream)), None)
+            except av.FFmpegError as err:
+                raise VideoInputError(self.path, f"could not decode the first frame ({_ffmpeg_message(err)})") from err
+            if first is None:
+                raise VideoInputError(self.path, "no frame could be decoded (empty or corrupt video stream)")
+            self._rotation, self._mirrored, note = _frame_orientation(first, stream.metadata)
+            if note:
+                warnings.warn(f"{self.path}: {note}", stacklevel=3)
+            fps = _average_fps(stream)
+            self._declared_frames = stream.frames if stream.frames and stream.frames > 0 else None
+            num_frames = self._declared_frames
+            if num_frames is None and fps is not None:
+                seconds = _stream_end_seconds(stream)
+                if seconds is None and container.duration:
+                    seconds = container.duration / av.time_base
+                if seconds:
+                    num_frames = max(1, round(seconds * fps))
+            h, w = first.height, first.width
+            if self._rotation in (90, 270):
+                h, w = w, h
+            return self._make_info("video", w, h, num_frames, fps, first.format.name)
+
+    def _probe_images(self) -> VideoInfo:
+        images = _image_files(self.path)
+        if not images:
+            raise VideoInputError(self.path, "folder holds no images (.png/.jpg/.jpeg) and is not a video "
+                                             "(use find_inputs() to scan a folder of videos)")
+        frame, rotation, mirrored = self._decode_image(images[0], 0)
+        self._rotation, self._mirrored = rotation, mirrored
+        h, w = frame.height, frame.width
+        if rotation in (90, 270):
+            h, w = w, h
+        self._images = images
+        return self._make_info("images", w, h, len(images), None, frame.format.name)
+
+    @property
+    def num_frames(self) -> int | None:
+        """How many frames `frames` will yield, from ``info.num_frames`` (exact for image sequences,
+        the container's count or an estimate for videos) and start/stride/max_frames; ``None`` if
+        the container gives no count and no duration."""
+        total = self.probe().num_frames
+        if total is None:
+            return None
+        count = math.ceil(max(0, total - self.start_frame) / self.stride)
+        return count if self.max_frames is None else min(count, self.max_frames)
+
+    def __len__(self) -> int:
+        count = self.num_frames
+        if count is None:
+            raise TypeError(f"{self.path}: the number of frames is unknown (the container declares no "
+                            "frame count or duration); use num_frames, which may be None")
+        return count
+
+    # ---- frames
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        return self.frames()
+
+    def frames(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(index, frame)``: the frame's original index and float32 ``(3, H, W)`` in [0, 1].
+
+        ``H, W = info.out_height, info.out_width``. Frames come in the order the decoder outputs
+        them (presentation order); ``index`` counts decoded frames from 0, so a variable-frame-rate
+        video's indices ignore its timestamps (nothing is duplicated or dropped to a constant rate).
+        Holds one decoded frame at a time.
+
+        Raises:
+            VideoInputError: as in `probe`; and when decoding fails part-way, or the video ends
+                before the frame count its container declares (see `_check_complete`).
+        """
+        info = self.probe()
+        out_hw = (info.out_height, info.out_width)
+        if info.kind == "images":
+            yield from self._image_frames(out_hw)
+        else:
+            yield from self._video_frames(out_hw)
+
+    def _wanted(self, index: int) -> bool:
+        return index >= self.start_frame and (index - self.start_frame) % self.stride == 0
+
+    def _video_frames(self, out_hw: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:
+        with _open_container(self.path) as container:
+            stream = container.streams[self._stream_index]
+            stream.thread_type = "AUTO"  # frame + slice threads: decoding dominates the cost
+            decoded = iter(container.decode(stream))
+            index, emitted, last_end = -1, 0, None
+            while True:
+                try:
+                    frame = next(decoded)
+                except StopIteration:
+                    break
+                except av.FFmpegError as err:
+                    of = f" of {self._declared_frames}" if self._declared_frames else ""
+                    raise VideoInputError(
+                        self.path, f"truncated or corrupt: decoding stopped at frame {index + 1}{of} "
+                                   f"({_ffmpeg_message(err)})") from err
+                index += 1
+                if frame.time is not None:
+                    last_end = frame.time + float((frame.duration or 0) * (frame.time_base or 0))
+                if not self._wanted(index):
+                    continue
+                image = _frame_to_tensor(frame, self._rotation, self._mirrored, out_hw)
+                del frame  # hold no decoder buffer while the consumer works on the image
+                yield index, image
+                emitted += 1
+                if self.max_frames is not None and emitted >= self.max_frames:
+                    return
+            self._check_complete(index + 1, last_end, stream)
+
+    def _check_complete(self, decoded: int, last_end: float | None, stream) -> None:
+        """Raise if the video ended before the frame count its container declares.
+
+        Only containers that declare a count can be checked (MP4/MOV/AVI; Matroska/WebM written by
+        FFmpeg do not: for them a shortfall of more than 10% against the duration estimate only
+        warns). A shortfall is forgiven when the last frame reaches the stream's declared
+        duration (within 1.5 frames): edit lists and undecodable leading B-frames legitimately
+        yield fewer frames than the container's sample count, a cut-off file does not reach its end.
+        """
+        declared = self._declared_frames
+        if declared is None:
+            estimate = self._info.num_frames if self._info is not None else None
+            if estimate and decoded < 0.9 * estimate - 1:
+                # Only a duration-based estimate: too weak to fail on, worth a word.
+                warnings.warn(f"{self.path}: decoded {decoded} frames but the duration suggests about "
+                              f"{estimate}; the file may be truncated", stacklevel=4)
+            return
+        if decoded >= declared:
+            return
+        end = _stream_end_seconds(stream)
+        fps = self._info.fps if self._info is not None else None
+        if end is not None and last_end is not None and fps:
+            if last_end >= end - 1.5 / fps:
+                return
+        raise VideoInputError(self.path, f"truncated: decoding stopped at frame {decoded} of {declared} "
+                                         "declared by the container")
+
+    def _decode_image(self, image_path: Path, index: int) -> tuple[av.VideoFrame, int, bool]:
+        where = f"frame {index} of image sequence '{self.path.name}'"
+        try:
+            if image_path.stat().st_size == 0:
+                raise VideoInputError(image_path, f"{where}: empty file (0 bytes)")
+        except OSError as err:
+            raise VideoInputError(image_path, f"{where}: cannot read the file ({err.strerror or err})") from err
+        try:
+            with av.open(str(image_path), metadata_errors="replace") as container:
+                frame = next(iter(container.decode(video=0)), None)
+        except (av.FFmpegError, OSError, IndexError) as err:
+            raise VideoInputError(image_path, f"{where}: not a readable image ({_ffmpeg_message(err)})") from err
+        if frame is None:
+            raise VideoInputError(image_path, f"{where}: not a readable image (no picture decoded)")
+        rotation, mirrored, note = _frame_orientation(frame, {})
+        if note:
+            warnings.warn(f"{image_path}: {note}", stacklevel=3)
+        return frame, rotation, mirrored
+
+    def _image_frames(self, out_hw: tuple[int, int]) -> Iterator[tuple[int, torch.Tensor]]:
+        info = self._info
+        emitted = 0
+        for index, image_path in enumerate(self._images):
+            if not self._wanted(index):
+                continue  # skipped frames are not even read
+            frame, rotation, mirrored = self._decode_image(image_path, index)
+            # Each image carries its own orientation (EXIF); sizes must agree once upright.
+            h, w = (frame.width, frame.height) if rotation in (90, 270) else (frame.height, frame.width)
+            if (w, h) != (info.width, info.height):
+                raise VideoInputError(
+                    image_path, f"frame {index} of image sequence '{self.path.name}' is {w}x{h} but the "
+                                f"first frame is {info.width}x{info.height} (all frames must share a size)")
+            image = _frame_to_tensor(frame, rotation, mirrored, out_hw)
+            del frame
+            yield index, image
+            emitted += 1
+            if self.max_frames is not None and emitted >= self.max_frames:
+                return

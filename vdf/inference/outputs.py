@@ -1,0 +1,687 @@
+"""Writing the depth predictions of one video: frames streamed in, every output file atomic.
+
+``vdf predict`` produces per-frame relative disparity (larger is nearer, one unknown scale and shift
+for the whole video) one frame at a time, for videos of any length. ``DepthVideoWriter`` takes them
+one by one and never holds the video in memory:
+
+- **pass 1** (``add``): each frame is appended as float32 to a raw temp file in the output folder
+  (``.<name>.disparity-f32.raw.tmp-<pid>``; RGB as uint8 to ``.<name>.rgb-u8.raw.tmp-<pid>`` only
+  when the side-by-side video is asked for), and the running min / max are kept. The frame count
+  is not known in advance, so the files simply grow.
+- **pass 2** (``finish``): the raw file is memory-mapped and read frame by frame (or in chunks of a
+  few MiB) to write every requested output under a temporary name ``.<final name>.tmp-<pid>``
+  (frame folders are built the same way and renamed as a whole), then each is moved into place with
+  ``os.replace``, and the per-video manifest ``<name>.json`` is written **last**, atomically: its
+  presence means the outputs it lists are complete (``outputs_complete``).
+
+The raw temp file is float32, not float16, so that the EXR files hold the raw values and the 16-bit
+PNGs are quantised from full precision (float16 has only 11 significant bits).
+
+Outputs of video ``name`` (formats, normalisation and how to map values back: docs/predict_outputs.md):
+
+| kind | path | content |
+|---|---|---|
+| ``npz`` | ``<name>.npz`` | ``disparity`` float16 (T,H,W), ``frame_index`` int64 (T,) |
+| ``png16`` | ``<name>_png16/<frame_index:06d>.png`` | 16-bit grey, min-max of the video -> [0, 65535] |
+| ``exr`` | ``<name>_exr/<frame_index:06d>.exr`` | float32 raw disparity, one channel ``Y`` |
+| ``depth_video`` | ``<name>_depth.mp4`` | colourised, 2nd-98th percentiles of the video |
+| ``side_by_side`` | ``<name>_side_by_side.mp4`` | RGB on the left, colourised depth on the right |
+| (manifest) | ``<name>.json`` | written last: normalisation ranges, outputs with sizes |
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import math
+import operator
+import os
+import re
+import shutil
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from vdf.inference.manifest import RUN_MANIFEST_NAME, fsync_dir, write_json_atomic
+
+OUTPUT_KINDS = ("npz", "png16", "exr", "depth_video", "side_by_side")
+PNG16_MAX = 65535
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+DEPTH_VIDEO_PERCENTILES = (2.0, 98.0)
+# The percentiles come from at most this many frames, spread over the video, and this many values in
+# all: enough for a stable 2nd / 98th percentile, small enough to keep pass 2 in constant memory.
+_RANGE_FRAMES = 64
+_RANGE_VALUES = 1 << 18
+_CHUNK_BYTES = 4 << 20  # npz member written in chunks of this size, whatever the video length
+_TMP_SUFFIX = re.compile(r"\.tmp-\d+$")
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class OutputOptions:
+    """Which files ``vdf predict`` writes for each video, and how (see docs/predict_outputs.md).
+
+    Args:
+        npz: ``<name>.npz`` with ``disparity`` float16 (T,H,W) and ``frame_index`` int64 (T,).
+        png16: ``<name>_png16/<frame_index:06d>.png``, 16-bit greyscale; the disparity min / max
+            over the whole video map to 0 / 65535 (both stored in the manifest to map values back).
+        exr: ``<name>_exr/<frame_index:06d>.exr``, float32 raw disparity in the single channel ``Y``
+            (zip-compressed, lossless).
+        depth_video: ``<name>_depth.mp4``, disparity colourised with ``colormap``; the video-wide
+            2nd and 98th percentiles (of a subsample) map to the two ends of the colormap.
+        side_by_side: ``<name>_side_by_side.mp4``, the RGB frame left of the colourised depth
+            (needs ``rgb`` in every ``DepthVideoWriter.add``).
+        colormap: a matplotlib colormap name; ``Spectral_r`` draws near (large disparity) red and
+            far blue, the convention of the depth papers' figures.
+        fps: frame rate of the two videos when the writer is not given the source's.
+    """
+
+    npz: bool = True
+    png16: bool = False
+    exr: bool = False
+    depth_video: bool = True
+    side_by_side: bool = False
+    colormap: str = "Spectral_r"
+    fps: float = 24.0
+
+    def kinds(self) -> list[str]:
+        """The requested output kinds, in ``OUTPUT_KINDS`` order."""
+        return [kind for kind in OUTPUT_KINDS if getattr(self, kind)]
+
+
+def output_names(name: str) -> dict[str, str]:
+    """File / folder name of every output kind of video ``name``, plus ``manifest`` (``<name>.json``)."""
+    return {
+        "npz": f"{name}.npz",
+        "png16": f"{name}_png16",
+        "exr": f"{name}_exr",
+        "depth_video": f"{name}_depth.mp4",
+        "side_by_side": f"{name}_side_by_side.mp4",
+        "manifest": f"{name}.json",
+    }
+
+
+def _raw_names(name: str) -> tuple[str, str]:
+    # Base names of the pass-1 files; their temp names follow the same ".<base>.tmp-<pid>" pattern.
+    return f"{name}.disparity-f32.raw", f"{name}.rgb-u8.raw"
+
+
+def _tmp_name(base: str, pid: int | None = None) -> str:
+    return f".{base}.tmp-{os.getpid() if pid is None else pid}"
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith("."):
+        raise ValueError(f"invalid video name {name!r}: must be non-empty and not start with '.'")
+    if "/" in name or "\\" in name or "\0" in name or os.sep in name:
+        raise ValueError(f"invalid video name {name!r}: must not contain path separators")
+    if f"{name}.json" == RUN_MANIFEST_NAME:
+        raise ValueError(f"video name {name!r} would collide with the run manifest {RUN_MANIFEST_NAME}")
+
+
+# --------------------------------------------------------------------------- colour
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup_table(colormap: str) -> np.ndarray:
+    """``(256,3)`` uint8 colours of a matplotlib colormap."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except KeyError:
+        raise ValueError(f"unknown colormap {colormap!r}; use a matplotlib name such as "
+                         "'Spectral_r', 'turbo' or 'inferno'") from None
+    lut = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.round(lut * 255).astype(np.uint8)
+
+
+def colorize_disparity(disparity: np.ndarray | torch.Tensor, lo: float, hi: float,
+                       colormap: str = "Spectral_r") -> np.ndarray:
+    """Colour a disparity map: ``(H,W)`` float -> ``(H,W,3)`` uint8 RGB.
+
+    ``lo`` maps to the first colour of ``colormap``, ``hi`` to the last (256 levels), values outside
+    are clipped; ``hi <= lo`` (a constant video) gives the first colour everywhere. NaN is drawn as ``lo``.
+    """
+    if isinstance(disparity, torch.Tensor):
+        disparity = disparity.detach().cpu().numpy()
+    d = np.asarray(disparity, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"disparity must be (H,W), got shape {d.shape}")
+    lut = _lookup_table(colormap)
+    if hi > lo:
+        x = (d - lo) * (255.0 / (hi - lo))
+    else:
+        x = np.zeros_like(d)
+    index = np.clip(np.rint(np.nan_to_num(x, nan=0.0)), 0, 255).astype(np.intp)
+    return lut[index]
+
+
+def _robust_range(disparity: np.ndarray) -> tuple[float, float]:
+    """2nd / 98th percentiles of a regular subsample of ``(T,H,W)`` ``disparity`` (a memmap)."""
+    T, H, W = disparity.shape
+    frames = np.unique(np.linspace(0, T - 1, min(T, _RANGE_FRAMES)).round().astype(np.int64))
+    per_frame = max(1, _RANGE_VALUES // len(frames))
+    stride = max(1, math.ceil(math.sqrt(H * W / per_frame)))
+    sample = np.concatenate([np.asarray(disparity[t, ::stride, ::stride], dtype=np.float64).ravel()
+                             for t in frames])
+    lo, hi = np.percentile(sample, DEPTH_VIDEO_PERCENTILES)
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def _encoder_available(codec: str) -> bool:
+    import av
+
+    try:
+        av.codec.Codec(codec, "w")
+        return True
+    except Exception:  # av raises UnknownCodecError (a ValueError) on builds without it
+        return False
+
+
+def _video_codec() -> str:
+    # libx264 where FFmpeg was built with GPL codecs, else the always-present mpeg4.
+    for codec in ("libx264", "mpeg4"):
+        if _encoder_available(codec):
+            return codec
+    raise RuntimeError("this PyAV / FFmpeg build has neither the libx264 nor the mpeg4 encoder")
+
+
+def _video_rate(fps: float) -> Fraction:
+    # 29.97002997 (NTSC as a float) -> 30000/1001; 24.0 -> 24.
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _pad_even(image: np.ndarray) -> np.ndarray:
+    """``(H,W,3)`` -> ``(H+H%2, W+W%2, 3)``, repeating the last row / column (yuv420p needs even sizes)."""
+    h, w = image.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return image
+    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_video(path: Path, frames: Iterator[np.ndarray], height: int, width: int, fps: float,
+                 codec: str) -> dict[str, Any]:
+    """Encode ``(H,W,3)`` uint8 RGB frames into an mp4 at ``path``; odd sizes padded (``_pad_even``)."""
+    import av
+
+    h, w = height + height % 2, width + width % 2
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=_video_rate(fps))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "17", "preset": "medium"}
+        else:
+            stream.bit_rate = int(8 * w * h * float(fps))  # ~1 byte/pixel keeps mpeg4 close to lossless
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pad_even(frame)), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    _fsync_path(path)
+    return {"codec": codec, "height": h, "width": w}
+
+
+def _image_encoder(codec: str, pix_fmt: str, height: int, width: int, options: dict[str, str] | None = None):
+    import av
+
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+    ctx.time_base = Fraction(1, 1)
+    if options:
+        ctx.options = options
+    return ctx
+
+
+def _encode_image(ctx, array_: np.ndarray, pix_fmt: str) -> bytes:
+    import av
+
+    # PNG and EXR are intra-only: one packet per frame, so the context is reused without flushing.
+    packets = ctx.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array_), format=pix_fmt))
+    return b"".join(bytes(p) for p in packets)
+
+
+def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray) -> None:
+    """``<name>.npz`` with ``disparity`` float16 ``(T,H,W)`` from the float32 memmap, chunk by chunk.
+
+    ``np.savez`` would need a float16 copy of the whole video, so the ``.npy`` member is written by
+    hand: the ``numpy.lib.format`` header, then the data in chunks of ``_CHUNK_BYTES``, into an
+    uncompressed (``ZIP_STORED``, like ``np.savez``) zip64 entry. ``np.load`` reads it as usual.
+    """
+    T, H, W = disparity.shape
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False, "shape": (T, H, W)}
+    step = max(1, _CHUNK_BYTES // (H * W * 2))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("disparity.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for start in range(0, T, step):
+                chunk = np.ascontiguousarray(disparity[start:start + step], dtype="<f2")
+                f.write(memoryview(chunk.reshape(-1).view(np.uint8)))
+                del chunk  # else the next chunk is allocated while this one is still alive
+        with zf.open("frame_index.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asarray(frame_index, dtype="<i8"), allow_pickle=False)
+    _fsync_path(path)
+
+
+def _to_disparity(disparity: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(disparity, torch.Tensor):
+        disparity = disparity.detach().to("cpu", torch.float32).numpy()
+    d = np.ascontiguousarray(disparity, dtype=np.float32)
+    if d.ndim == 3 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"disparity must be (H,W) (or (1,H,W)), got shape {tuple(d.shape)}")
+    return d
+
+
+def _to_rgb_uint8(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(3,H,W)`` float in [0,1] (or uint8) -> ``(H,W,3)`` uint8."""
+    if isinstance(rgb, torch.Tensor):
+        rgb = rgb.detach().cpu().numpy()
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[0] != 3:
+        raise ValueError(f"rgb must be (3,H,W), got shape {tuple(rgb.shape)}")
+    if rgb.dtype != np.uint8:
+        rgb = np.rint(np.clip(np.nan_to_num(rgb.astype(np.float32), nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def _remove(path: Path) -> bool:
+    """Delete a file or a folder tree; True if something was there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+        return True
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class DepthVideoWriter:
+    """Streams the disparity of one video to disk and writes the requested outputs atomically.
+
+    Usage::
+
+        with DepthVideoWriter(out_dir, "clip", OutputOptions(png16=True), fps=30) as writer:
+            for index, disparity, rgb in predictions:   # (H,W) float, (3,H,W) in [0,1]
+                writer.add(index, disparity, rgb)
+            paths = writer.finish({"input": ..., "model": ..., "strategy": ..., "timing": ...})
+
+    An exception inside the ``with`` block (or leaving it without ``finish``) calls ``abort``:
+    no temp file stays behind and no output is created. Frames must have one ``(H,W)`` and strictly
+    increasing ``frame_index`` (the original indices in the source video; frame files are named by it).
+
+    Args:
+        out_dir: the output folder (created if missing).
+        name: the video's name, the stem of every output (``<name>.npz``, ``<name>_depth.mp4``, ...).
+        options: which outputs to write.
+        fps: the source video's frame rate for the mp4 outputs; ``None`` uses ``options.fps``.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, name: str, options: OutputOptions | None = None,
+                 fps: float | None = None):
+        _check_name(name)
+        self.options = OutputOptions() if options is None else options
+        self.kinds = self.options.kinds()
+        if not self.kinds:
+            raise ValueError("OutputOptions requests no output at all")
+        self.fps = float(self.options.fps if fps is None else fps)
+        if not math.isfinite(self.fps) or self.fps <= 0:
+            raise ValueError(f"fps must be a positive number, got {fps if fps is not None else self.options.fps}")
+        # Every capability is checked now, not after an hour of inference.
+        self._colour = self.options.depth_video or self.options.side_by_side
+        if self._colour:
+            _lookup_table(self.options.colormap)
+            self._video_codec = _video_codec()
+        for kind, codec in (("png16", "png"), ("exr", "exr")):
+            if getattr(self.options, kind) and not _encoder_available(codec):
+                raise RuntimeError(f"{kind} output requested, but this PyAV / FFmpeg build has no {codec!r} "
+                                   "encoder; turn the option off or install a PyAV wheel built with it")
+
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        raw_disparity, raw_rgb = _raw_names(name)
+        self._disparity_path = self.out_dir / _tmp_name(raw_disparity)
+        self._rgb_path = self.out_dir / _tmp_name(raw_rgb)
+        self._disparity_file = None
+        self._rgb_file = None
+        self._frame_index = array.array("q")  # 8 bytes a frame, not a Python list of ints
+        self._shape: tuple[int, int] | None = None
+        self._min = math.inf
+        self._max = -math.inf
+        self._temps: list[Path] = []  # pass-2 outputs under temporary names, removed by abort
+        self._state = "open"
+
+    # ------------------------------------------------------------------ pass 1
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._frame_index)
+
+    def add(self, frame_index: int, disparity: torch.Tensor | np.ndarray,
+            rgb: torch.Tensor | np.ndarray | None = None) -> None:
+        """Append one frame.
+
+        Args:
+            frame_index: the frame's index in the source video; strictly increasing across calls.
+            disparity: ``(H,W)`` (or ``(1,H,W)``) float relative disparity; must be finite.
+            rgb: ``(3,H,W)`` float in [0,1] (or uint8), the input frame; required when
+                ``side_by_side`` is on, ignored otherwise.
+        """
+        if self._state != "open":
+            raise RuntimeError(f"{self.name}: add() after the writer was {self._state}")
+        index = operator.index(frame_index)
+        d = _to_disparity(disparity)
+        # Everything is validated before anything is written, so a rejected frame leaves no trace.
+        if self._shape is None:
+            if d.shape[0] < 1 or d.shape[1] < 1:
+                raise ValueError(f"{self.name}: frame {index} is empty ({d.shape})")
+        elif d.shape != self._shape:
+            raise ValueError(f"{self.name}: frame {index} has size {d.shape}, earlier frames {self._shape}")
+        if index < 0 or (self._frame_index and index <= self._frame_index[-1]):
+            previous = self._frame_index[-1] if self._frame_index else None
+            raise ValueError(f"{self.name}: frame_index must be non-negative and strictly increasing, "
+                             f"got {index} after {previous}")
+        finite = np.isfinite(d)
+        if not finite.all():
+            bad = d[~finite]
+            raise ValueError(f"{self.name}: disparity of frame {index} has {int(np.isnan(bad).sum())} NaN and "
+                             f"{int(np.isinf(bad).sum())} infinite values")
+        lo, hi = float(d.min()), float(d.max())
+        if self.options.npz and max(-lo, hi) > FLOAT16_MAX:
+            raise ValueError(f"{self.name}: disparity of frame {index} reaches {max(-lo, hi):g}, beyond float16 "
+                             f"({FLOAT16_MAX:g}) used by the npz output; rescale the prediction or turn npz off")
+        image = None
+        if self.options.side_by_side:
+            if rgb is None:
+                raise ValueError(f"{self.name}: side_by_side needs the rgb frame, frame {index} has none")
+            image = _to_rgb_uint8(rgb)
+            if image.shape[:2] != d.shape:
+                raise ValueError(f"{self.name}: rgb of frame {index} is {image.shape[:2]}, disparity {d.shape}")
+
+        if self._disparity_file is None:
+            self._disparity_file = open(self._disparity_path, "wb")
+            if image is not None:
+                self._rgb_file = open(self._rgb_path, "wb")
+        self._disparity_file.write(memoryview(d).cast("B"))
+        if image is not None:
+            self._rgb_file.write(memoryview(image).cast("B"))
+        self._shape = d.shape
+        self._frame_index.append(index)
+        self._min, self._max = min(self._min, lo), max(self._max, hi)
+
+    # ------------------------------------------------------------------ pass 2
+
+    def finish(self, manifest: dict[str, Any] | None = None) -> dict[str, str]:
+        """Write every requested output, then ``<name>.json`` last; returns ``{kind: path}``.
+
+        ``manifest`` holds the caller's facts (input, model, strategy, resolution, timing, ...); the
+        writer adds ``name``, ``frames``, ``height``, ``width``, ``fps``, ``frame_index_range``,
+        ``disparity_range``, ``normalisation``, ``outputs`` (kind, path relative to the folder,
+        bytes; ``files`` for frame folders) and ``format_version``, which win over the caller's keys.
+        The returned map also has ``manifest``. Final-named outputs of this video that this run
+        does not produce (left by an earlier run with other options) are removed. On any error
+        everything not yet in place is removed and the manifest is not written.
+        """
+        if self._state != "open":
+            raise RuntimeError(f"{self.name}: finish() after the writer was {self._state}")
+        if not self._frame_index:
+            self.abort()
+            raise ValueError(f"{self.name}: no frame was added, nothing to write")
+        try:
+            return self._finish(dict(manifest or {}))
+        except BaseException:
+            self.abort()
+            raise
+
+    def _finish(self, manifest: dict[str, Any]) -> dict[str, str]:
+        self._close_raw()
+        T, (H, W) = len(self._frame_index), self._shape
+        frame_index = np.frombuffer(self._frame_index, dtype=np.int64)
+        disparity = np.memmap(self._disparity_path, dtype=np.float32, mode="r", shape=(T, H, W))
+        rgb = None
+        if self.options.side_by_side:
+            rgb = np.memmap(self._rgb_path, dtype=np.uint8, mode="r", shape=(T, H, W, 3))
+        names = output_names(self.name)
+        normalisation: dict[str, Any] = {}
+        details: dict[str, dict[str, Any]] = {}
+        written: list[tuple[str, Path]] = []
+
+        def temp_for(kind: str) -> Path:
+            path = self.out_dir / _tmp_name(names[kind])
+            _remove(path)  # a leftover of a killed process that had our pid
+            self._temps.append(path)
+            written.append((kind, path))
+            return path
+
+        if self.options.npz:
+            _write_npz(temp_for("npz"), disparity, frame_index)
+        if self.options.png16:
+            span = self._max - self._min
+            scale = PNG16_MAX / span if span > 0 else 0.0
+            normalisation["png16"] = {
+                "min": self._min, "max": self._max, "levels": PNG16_MAX,
+                "to_disparity": "disparity = min + value / 65535 * (max - min)"}
+
+            def quantise(d: np.ndarray) -> np.ndarray:
+                q = np.rint((d.astype(np.float64) - self._min) * scale)
+                return np.clip(q, 0, PNG16_MAX).astype(np.uint16)
+
+            self._write_frames(temp_for("png16"), ".png", disparity, frame_index, "png", "gray16be", quantise)
+        if self.options.exr:
+            self._write_frames(temp_for("exr"), ".exr", disparity, frame_index, "exr", "grayf32le",
+                               lambda d: np.asarray(d, dtype=np.float32), {"compression": "zip16"})
+        if self._colour:
+            lo, hi = _robust_range(disparity)
+            normalisation["colour"] = {
+                "lo": lo, "hi": hi, "method": "percentiles 2 and 98 of a subsample of the video",
+                "percentiles": list(DEPTH_VIDEO_PERCENTILES), "colormap": self.options.colormap}
+            cmap = self.options.colormap
+            if self.options.depth_video:
+                frames = (colorize_disparity(disparity[t], lo, hi, cmap) for t in range(T))
+                details["depth_video"] = _write_video(temp_for("depth_video"), frames, H, W, self.fps,
+                                                      self._video_codec)
+            if self.options.side_by_side:
+                frames = (np.concatenate([rgb[t], colorize_disparity(disparity[t], lo, hi, cmap)], axis=1)
+                          for t in range(T))
+                details["side_by_side"] = _write_video(temp_for("side_by_side"), frames, H, 2 * W, self.fps,
+                                                       self._video_codec)
+        del disparity, rgb  # unmap before the raw files go
+
+        outputs = []
+        for kind, path in written:
+            entry: dict[str, Any] = {"kind": kind, "path": names[kind]}
+            if path.is_dir():
+                files = sorted(path.iterdir())
+                entry.update(bytes=sum(f.stat().st_size for f in files), files=len(files))
+            else:
+                entry["bytes"] = path.stat().st_size
+            entry.update(details.get(kind, {}))
+            outputs.append(entry)
+
+        # From here the old manifest must be gone: it would vouch for files being replaced.
+        manifest_path = self.out_dir / names["manifest"]
+        manifest_path.unlink(missing_ok=True)
+        for kind in OUTPUT_KINDS:
+            if kind not in self.kinds:
+                _remove(self.out_dir / names[kind])
+        for kind, path in written:
+            final = self.out_dir / names[kind]
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)  # os.replace cannot replace a non-empty folder
+            os.replace(path, final)
+            self._temps.remove(path)
+        fsync_dir(self.out_dir)
+        self._remove_raw()
+
+        manifest.update({
+            "format_version": _FORMAT_VERSION,
+            "name": self.name,
+            "frames": T,
+            "height": H,
+            "width": W,
+            "fps": self.fps,
+            "frame_index_range": [int(frame_index[0]), int(frame_index[-1])],
+            "disparity_range": {"min": self._min, "max": self._max},
+            "normalisation": normalisation,
+            "options": asdict(self.options),
+            "outputs": outputs,
+        })
+        write_json_atomic(manifest_path, manifest)
+        self._state = "finished"
+        paths = {kind: str(self.out_dir / names[kind]) for kind, _ in written}
+        paths["manifest"] = str(manifest_path)
+        return paths
+
+    def _write_frames(self, folder: Path, suffix: str, disparity: np.ndarray, frame_index: np.ndarray,
+                      codec: str, pix_fmt: str, convert: Callable[[np.ndarray], np.ndarray],
+                      options: dict[str, str] | None = None) -> None:
+        """One image per frame, ``<frame_index:06d><suffix>``, into ``folder`` (renamed as a whole later)."""
+        folder.mkdir()
+        T, H, W = disparity.shape
+        ctx = _image_encoder(codec, pix_fmt, H, W, options)
+        for t in range(T):
+            data = _encode_image(ctx, convert(disparity[t]), pix_fmt)
+            _fsync_write(folder / f"{int(frame_index[t]):06d}{suffix}", data)
+        fsync_dir(folder)
+
+    # ------------------------------------------------------------------ cleanup
+
+    def _close_raw(self) -> None:
+        for f in (self._disparity_file, self._rgb_file):
+            if f is not None and not f.closed:
+                f.close()
+
+    def _remove_raw(self) -> None:
+        self._disparity_path.unlink(missing_ok=True)
+        self._rgb_path.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Remove every temp file and folder of this writer; final-named outputs are not touched."""
+        if self._state == "finished":
+            return
+        self._close_raw()
+        self._remove_raw()
+        for path in self._temps:
+            _remove(path)
+        self._temps.clear()
+        self._state = "aborted"
+
+    def __enter__(self) -> "DepthVideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._state == "open":
+            if exc_type is None:
+                warnings.warn(f"{self.name}: DepthVideoWriter left without finish(); nothing was written",
+                              stacklevel=2)
+            self.abort()
+
+    def __del__(self) -> None:
+        # A writer dropped mid-stream (e.g. by a generator that was closed) leaves no temp files.
+        try:
+            if getattr(self, "_state", None) == "open":
+                self.abort()
+        except Exception:
+            pass
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _read_manifest(out_dir: Path, name: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        manifest = json.loads((out_dir / output_names(name)["manifest"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def outputs_complete(out_dir: str | os.PathLike, name: str) -> bool:
+    """True when ``<name>.json`` exists, parses, and every output it lists is there with its size.
+
+    Frame folders are checked by file count and total bytes.
+    """
+    out_dir = Path(out_dir)
+    manifest = _read_manifest(out_dir, name)
+    if manifest is None or not isinstance(manifest.get("outputs"), list) or not manifest["outputs"]:
+        return False
+    names = output_names(name)
+    try:
+        for entry in manifest["outputs"]:
+            kind = entry["kind"]
+            if kind not in OUTPUT_KINDS or entry["path"] != names[kind]:
+                return False
+            path = out_dir / names[kind]
+            if "files" in entry:
+                if not path.is_dir():
+                    return False
+                files = [f for f in path.iterdir() if not f.name.startswith(".")]
+                if len(files) != entry["files"] or sum(f.stat().st_size for f in files) != entry["bytes"]:
+                    return False
+            elif not path.is_file() or path.stat().st_size != entry["bytes"]:
+                return False
+    except (KeyError, TypeError, OSError):
+        return False
+    return True
+
+
+def clean_partial(out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Delete what a killed or failed run left for video ``name``; returns the removed paths.
+
+    Removes every temp file / folder of any process (``.<output>.tmp-<pid>``, the raw pass-1 files)
+    and every final-named output not vouched for by a complete manifest: all of them, and the
+    manifest, when ``outputs_complete`` is false; only those the manifest does not list otherwise.
+    Do not call it while another process writes the same video into the same folder.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    names = output_names(name)
+    bases = set(names.values()) | set(_raw_names(name))
+    removed = []
+    for entry in sorted(os.listdir(out_dir)):
+        match = _TMP_SUFFIX.search(entry)
+        if entry.startswith(".") and match and entry[1:match.start()] in bases:
+            if _remove(out_dir / entry):
+                removed.append(out_dir / entry)
+    if outputs_complete(out_dir, name):
+        listed = {e["kind"] for e in _read_manifest(out_dir, name)["outputs"]}
+        stale = [names[kind] for kind in OUTPUT_KINDS if kind not in listed]
+    else:
+        stale = [names["manifest"]] + [names[kind] for kind in OUTPUT_KINDS]  # manifest first: never vouch
+    for base in stale:
+        path = out_dir / base
+        if path.exists() or path.is_symlink():
+            _remove(path)
+            removed.append(path)
+    return removed
