@@ -1,9 +1,14 @@
-"""Every `vdf` command in the docs and the README runs, in tiny mode, in the order written."""
+"""Every `vdf` command in the docs and the README runs, in tiny mode, in the order written.
+
+``python -m vdf.<module> ...`` helper lines (e.g. writing demo videos) run too, in-process.
+"""
 
 import glob
 import os
 import re
+import runpy
 import shlex
+import sys
 
 import pytest
 
@@ -28,7 +33,7 @@ def commands(page: str) -> list[str]:
             line = line.split("  #")[0].strip()
             for part in line.split("&&"):
                 part = part.strip()
-                if part.startswith("vdf ") or part.startswith("python -m vdf "):
+                if part.startswith("vdf ") or part.startswith("python -m vdf"):
                     out.append(part)
     return out
 
@@ -54,6 +59,15 @@ def test_the_docs_have_runnable_commands():
 @pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_page_commands_run_in_tiny_mode(page, in_tmp_cwd, capsys):
     for command in commands(page):
+        if command.startswith("python -m vdf."):
+            module, *argv = shlex.split(command)[2:]
+            old_argv = sys.argv
+            sys.argv = [module, *argv]
+            try:
+                runpy.run_module(module, run_name="__main__")
+            finally:
+                sys.argv = old_argv
+            continue
         args = tiny_args(command)
         try:
             main(args)
