@@ -70,3 +70,9 @@ def test_missing_split_and_bad_weights_are_clear_errors():
         VideoDepthDataModule(train=[_world(1, 0)]).val_dataloader()
     with pytest.raises(ValueError, match="one weight per dataset"):
         VideoDepthDataModule(train=[_world(1, 0)], train_weights=[1.0, 2.0])
+
+
+def test_evaluation_uses_each_dataset_max_depth():
+    from vdf.data.datasets.synthetic import SYNTHETIC_MAX_DEPTH
+
+    assert _world(1, 0).max_depth == SYNTHETIC_MAX_DEPTH == 20.0
