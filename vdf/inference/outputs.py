@@ -163,8 +163,49 @@ def colorize_disparity(disparity: np.ndarray | torch.Tensor, lo: float, hi: floa
     return lut[index]
 
 
-def _robust_range(disparity: np.ndarray) -> tuple[float, float]:
-    """2nd / 98th percentiles of a regular subsample of ``(T,H,W)`` ``disparity`` (a memmap)."""
+class _RawFrames:
+    """A read-only ``(T, *frame_shape)`` array stored in a raw file, read with ``os.pread``.
+
+    Supports ``x[t]``, ``x[a:b]`` and ``x[t, ...]``. The file is deliberately not memory-mapped:
+    every mapped page a pass touches counts towards the process's resident memory until it is
+    unmapped, so a memmap pass over a long video grows RSS with the video's length.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype | str, shape: tuple[int, ...]):
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        count = max(stop - start, 0)
+        data = os.pread(self._fd, count * self._frame_bytes, start * self._frame_bytes)
+        if len(data) != count * self._frame_bytes:
+            raise OSError(f"raw prediction file is shorter than its {self.shape[0]} frames")
+        return np.frombuffer(data, dtype=self.dtype).reshape((count, *self.shape[1:]))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            return self[key[0]][key[1:]]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise IndexError("raw frames support contiguous slices only")
+            return self._read(start, stop)
+        t = int(key) + (self.shape[0] if int(key) < 0 else 0)
+        if not 0 <= t < self.shape[0]:
+            raise IndexError(f"frame {key} out of range for {self.shape[0]} frames")
+        return self._read(t, t + 1)[0]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _robust_range(disparity: np.ndarray | _RawFrames) -> tuple[float, float]:
+    """2nd / 98th percentiles of a regular subsample of ``(T,H,W)`` ``disparity``."""
     T, H, W = disparity.shape
     frames = np.unique(np.linspace(0, T - 1, min(T, _RANGE_FRAMES)).round().astype(np.int64))
     per_frame = max(1, _RANGE_VALUES // len(frames))
@@ -465,10 +506,21 @@ class DepthVideoWriter:
         self._close_raw()
         T, (H, W) = len(self._frame_index), self._shape
         frame_index = np.frombuffer(self._frame_index, dtype=np.int64)
-        disparity = np.memmap(self._disparity_path, dtype=np.float32, mode="r", shape=(T, H, W))
-        rgb = None
-        if self.options.side_by_side:
-            rgb = np.memmap(self._rgb_path, dtype=np.uint8, mode="r", shape=(T, H, W, 3))
+        disparity = _RawFrames(self._disparity_path, np.float32, (T, H, W))
+        rgb = _RawFrames(self._rgb_path, np.uint8, (T, H, W, 3)) if self.options.side_by_side else None
+        try:
+            written, normalisation, details = self._write_outputs(disparity, rgb, frame_index)
+        finally:
+            disparity.close()
+            if rgb is not None:
+                rgb.close()
+        return self._publish(written, normalisation, details, frame_index, manifest)
+
+    def _write_outputs(
+        self, disparity: _RawFrames, rgb: _RawFrames | None, frame_index: np.ndarray
+    ) -> tuple[list[tuple[str, Path]], dict[str, Any], dict[str, dict[str, Any]]]:
+        """Pass 2: every requested output under a temporary name."""
+        T, H, W = disparity.shape
         names = output_names(self.name)
         normalisation: dict[str, Any] = {}
         details: dict[str, dict[str, Any]] = {}
@@ -513,7 +565,13 @@ class DepthVideoWriter:
                           for t in range(T))
                 details["side_by_side"] = _write_video(temp_for("side_by_side"), frames, H, 2 * W, self.fps,
                                                        self._video_codec)
-        del disparity, rgb  # unmap before the raw files go
+        return written, normalisation, details
+
+    def _publish(self, written: list[tuple[str, Path]], normalisation: dict[str, Any],
+                 details: dict[str, dict[str, Any]], frame_index: np.ndarray, manifest: dict[str, Any]) -> dict[str, str]:
+        """Move the outputs into place, then write the manifest that marks them complete."""
+        T, (H, W) = len(frame_index), self._shape
+        names = output_names(self.name)
 
         outputs = []
         for kind, path in written:

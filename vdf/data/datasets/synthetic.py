@@ -870,6 +870,9 @@ class SyntheticWorld(VideoDepthDataset):
 # --------------------------------------------------------------------------- export
 
 
+_WRITE_CHUNK = 32  # frames rendered and encoded at a time by write_episodes
+
+
 def _video_codec() -> str:
     import av
 
@@ -913,39 +916,49 @@ def write_episodes(dataset: VideoDepthDataset, out_dir: str | os.PathLike,
     codec = _video_codec()
     written = []
     for index in range(len(dataset)) if indices is None else indices:
-        sample = dataset[int(index)]
-        name = sample["meta"]["sequence"]
-        T, _, H, W = sample["video"].shape
+        index = int(index)
+        T = dataset.sequence_length(index)
+        H, W = dataset.frame_size(index)
         h, w = H - H % 2, W - W % 2
+        # Rendered and encoded in chunks of frames, so a long episode never sits whole in memory
+        # (only its ground-truth arrays do, at one float per pixel).
+        chunks = (range(s, min(s + _WRITE_CHUNK, T)) for s in range(0, T, _WRITE_CHUNK))
+        first = dataset.load(index, range(min(_WRITE_CHUNK, T)))
+        name = first["meta"]["sequence"]
         if h == 0 or w == 0:
             raise ValueError(f"{name}: frames of {H}x{W} are too small for a yuv420p video")
-        frames = (sample["video"][:, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8)
-        frames = frames.permute(0, 2, 3, 1).contiguous().numpy()
+        gt: dict[str, list[np.ndarray]] = {"depth": [], "valid": [], "frame_index": [], "intrinsics": [], "cam_to_world": []}
 
         video_path = out_dir / f"{name}.mp4"
-        with _atomic_path(video_path) as tmp:
-            with av.open(str(tmp), mode="w", format="mp4") as container:
-                stream = container.add_stream(codec, rate=fps)
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                if codec == "libx264":
-                    stream.options = {"crf": "17", "preset": "medium"}
-                else:
-                    stream.bit_rate = 8 * w * h * fps  # ~1 byte per pixel keeps mpeg4 close to lossless
-                for frame in frames:
+        tmp = out_dir / f".{name}.mp4.tmp{os.getpid()}"
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": "17", "preset": "medium"}
+            else:
+                stream.bit_rate = 8 * w * h * fps  # ~1 byte per pixel keeps mpeg4 close to lossless
+            for chunk_index, frames_range in enumerate(chunks):
+                sample = first if chunk_index == 0 else dataset.load(index, frames_range)
+                frames = (sample["video"][:, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8)
+                for frame in frames.permute(0, 2, 3, 1).contiguous().numpy():
                     for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                         container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
+                gt["depth"].append(sample["depth"][:, 0, :h, :w].numpy().astype(np.float32))
+                gt["valid"].append(sample["valid"][:, 0, :h, :w].numpy().astype(bool))
+                gt["frame_index"].append(sample["frame_index"].numpy().astype(np.int64))
+                for key in ("intrinsics", "cam_to_world"):
+                    if key in sample:
+                        gt[key].append(sample[key].numpy().astype(np.float32))
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, video_path)
 
-        gt = {
-            "depth": sample["depth"][:, 0, :h, :w].numpy().astype(np.float32),
-            "valid": sample["valid"][:, 0, :h, :w].numpy().astype(bool),
-            "frame_index": sample["frame_index"].numpy().astype(np.int64),
-        }
-        for key in ("intrinsics", "cam_to_world"):
-            if key in sample:
-                gt[key] = sample[key].numpy().astype(np.float32)
-        with _atomic_path(out_dir / f"{name}_gt.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, **gt)  # a file object: np.savez would append ".npz" to a temporary name
+        arrays = {key: np.concatenate(parts) for key, parts in gt.items() if parts}
+        gt_path = out_dir / f"{name}_gt.npz"
+        tmp = out_dir / f".{name}_gt.npz.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, gt_path)
         written.append(video_path)
     return written
