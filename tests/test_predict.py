@@ -107,3 +107,18 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_finishes
     with np.load(out / f"{name}.npz") as npz:
         assert npz["disparity"].shape == (400, 48, 64)
         assert torch.isfinite(torch.from_numpy(npz["disparity"].astype(np.float32))).all()
+
+
+def test_predict_datasets_are_written_when_an_output_folder_is_given(tmp_path):
+    write_episodes(SyntheticWorld(num_episodes=2, num_frames=5, height=32, width=48, seed=9), tmp_path / "eps")
+    dataset = json.dumps([{"class_path": "vdf.data.datasets.episodes.EpisodeFolder",
+                           "init_args": {"root": str(tmp_path / "eps"), "name": "demo"}}])
+    cli = main(["predict", "--config", TINY, "--data.predict", dataset, "--output", str(tmp_path / "out"),
+                "--writer.png16", "true"])
+    writer = _writer(cli)
+    assert [r["status"] for r in writer.results] == ["ok", "ok"]
+    for name in ("demo__episode_00000", "demo__episode_00001"):
+        assert outputs_complete(tmp_path / "out", name)
+        with np.load(tmp_path / "out" / f"{name}.npz") as npz:
+            assert npz["disparity"].shape == (5, 32, 48)
+        assert len(list((tmp_path / "out" / f"{name}_png16").iterdir())) == 5

@@ -72,7 +72,7 @@ class DepthPredictionWriter(L.Callback):
             dm = trainer.datamodule
             if getattr(dm, "predict_input", None) is not None:
                 raise ValueError("vdf predict --input needs an output folder: add --output DIR")
-            return
+            return  # predictions of the predict datasets are returned, not written
         Path(self.output_dir).mkdir(parents=True, exist_ok=True)
         self._run = RunManifest(
             self.output_dir,
@@ -91,6 +91,8 @@ class DepthPredictionWriter(L.Callback):
             return
         if isinstance(outputs, VideoPrediction):
             self._write_video(outputs, pl_module)
+        elif isinstance(outputs, dict) and "disparity" in outputs and isinstance(batch, dict):
+            self._write_clips(outputs, batch, pl_module)
 
     def _record(self, name: str, status: str, **info: Any) -> None:
         self.results.append({"name": name, "status": status, **info})
@@ -99,57 +101,87 @@ class DepthPredictionWriter(L.Callback):
 
     def _write_video(self, prediction: VideoPrediction, pl_module: L.LightningModule) -> None:
         source = prediction.source
+
+        def describe() -> tuple[float | None, dict[str, Any]]:
+            info = source.probe()  # raises VideoInputError for an unreadable input
+            return info.fps, {
+                "resolution": [info.out_height, info.out_width],
+                "source_resolution": [info.height, info.width],
+            }
+
+        self._write(source.name, str(source.path), describe, iter(prediction), prediction.strategy, pl_module)
+
+    def _write_clips(self, outputs: dict[str, Any], batch: dict[str, Any], pl_module: L.LightningModule) -> None:
+        """Predictions of the ``predict`` datasets (whole decoded sequences, one per batch item)."""
+        for b, meta in enumerate(outputs["meta"]):
+            name = "__".join(_safe(str(meta.get(k, "x"))) for k in ("dataset", "sequence"))
+            disparity, video = outputs["disparity"][b], batch["video"][b]
+            frames = zip(outputs["frame_index"][b].tolist(), disparity[:, 0], video)
+            shape = {"resolution": list(disparity.shape[-2:])}
+            label = (meta.get("paths") or [f"{meta.get('dataset')}/{meta.get('sequence')}"])[0]
+            self._write(name, label, lambda: (None, shape), frames, pl_module.strategy, pl_module)
+
+    def _write(self, name: str, label: str, describe, frames, strategy: Any, pl_module: L.LightningModule) -> None:
+        """Stream ``(frame_index, disparity (H,W), rgb (3,H,W))`` into the outputs of ``name``.
+
+        ``describe()`` returns ``(fps or None, manifest fields)`` and may raise for a bad input.
+        Errors are reported with ``label`` (the input's path) and recorded; the run goes on.
+        """
         out_dir = Path(self.output_dir)
-        name = source.name
         if not self.overwrite and outputs_complete(out_dir, name):
-            self._say(f"[skip] {source.path}: outputs complete (use --overwrite to redo)")
-            self._record(name, "skipped", input=str(source.path))
+            self._say(f"[skip] {label}: outputs complete (use --overwrite true to redo)")
+            self._record(name, "skipped", input=label)
             return
         clean_partial(out_dir, name)
         start = time.perf_counter()
-        frames = 0
+        count = 0
         try:
-            info = source.probe()
-            with DepthVideoWriter(out_dir, name, self.options, fps=info.fps) as writer:
+            fps, fields = describe()
+            with DepthVideoWriter(out_dir, name, self.options, fps=fps) as writer:
                 last_report = start
-                for index, disparity, rgb in prediction:
-                    writer.add(index, disparity.cpu(), rgb if self.options.side_by_side else None)
-                    frames += 1
+                for index, disparity, rgb in frames:
+                    writer.add(index, disparity.cpu(), rgb.cpu() if self.options.side_by_side else None)
+                    count += 1
                     now = time.perf_counter()
                     if now - last_report > 5.0:
-                        self._say(f"  {name}: {frames} frames, {frames / (now - start):.1f} frames/s")
+                        self._say(f"  {name}: {count} frames, {count / (now - start):.1f} frames/s")
                         last_report = now
-                if frames == 0:
+                if count == 0:
                     raise ValueError("no frames to predict (check start_frame / max_frames)")
                 seconds = time.perf_counter() - start
                 writer.finish(
                     {
-                        "input": str(source.path),
+                        "input": label,
                         "model": type(pl_module).__name__,
-                        "strategy": _describe(prediction.strategy),
-                        "resolution": [info.out_height, info.out_width],
-                        "source_resolution": [info.height, info.width],
-                        "timing": {"seconds": seconds, "frames_per_second": frames / max(seconds, 1e-9)},
+                        "strategy": _describe(strategy),
+                        **fields,
+                        "timing": {"seconds": seconds, "frames_per_second": count / max(seconds, 1e-9)},
                     }
                 )
         except (ValueError, RuntimeError, OSError) as error:
             # One bad input must not stop the others; the error line names the file and the cause.
             message = str(error)
-            if not message.startswith(str(source.path)):
-                message = f"{source.path}: {message}"
+            if not message.startswith(label):
+                message = f"{label}: {message}"
             self._say(f"[error] {message}")
-            self._record(name, "failed", input=str(source.path), error=message, frames=frames)
+            self._record(name, "failed", input=label, error=message, frames=count)
             return
         seconds = time.perf_counter() - start
-        fps = frames / max(seconds, 1e-9)
-        self._say(f"[done] {source.path}: {frames} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
-        self._record(name, "ok", input=str(source.path), frames=frames, seconds=seconds, frames_per_second=fps)
+        fps = count / max(seconds, 1e-9)
+        self._say(f"[done] {label}: {count} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
+        self._record(name, "ok", input=label, frames=count, seconds=seconds, frames_per_second=fps)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._run is None:
             return
         self._run.save()
         self._say(summary_table(self.results))
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe version of a dataset or sequence name."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._")
+    return cleaned or "x"
 
 
 def _describe(strategy: Any) -> dict[str, Any] | None:
