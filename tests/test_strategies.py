@@ -114,3 +114,36 @@ def test_vdf_test_runs_sequences_through_the_configured_strategy(in_tmp_cwd):
     assert isinstance(windows.model.strategy, IndependentWindows) and windows.model.strategy.window == 3
     # A per-frame network gives the same per-frame outputs whatever the windowing.
     assert windows.trainer.callback_metrics["test/abs_rel"].item() == pytest.approx(per_frame, abs=1e-6)
+
+
+class RunningMean:
+    """A fake recurrent model: disparity_t = mean of frames 0..t (state = running sum and count)."""
+
+    def stream_step(self, frame, state):
+        total, count = (torch.zeros_like(frame), 0) if state is None else state
+        total, count = total + frame, count + 1
+        return (total / count).mean(dim=1, keepdim=True), (total, count)
+
+
+def test_streaming_carries_the_state_and_holds_one_frame():
+    from vdf.inference import Streaming
+
+    frames = video(12, seed=8)
+    source = CountingIterator(frames)
+    stream = Streaming()(RunningMean(), source)
+    first = next(stream)
+    assert source.pulled == 1 and first.shape == (1, 4, 5)
+    out = [first, *stream]
+    for t, o in enumerate(out):
+        expected = torch.stack(frames[: t + 1]).mean(0).mean(0, keepdim=True)
+        assert torch.allclose(o, expected, atol=1e-6)
+    # reset_every restarts the recurrence: frame 5 then only sees itself.
+    reset = list(Streaming(reset_every=5)(RunningMean(), frames))
+    assert torch.allclose(reset[5], frames[5].mean(0, keepdim=True), atol=1e-6)
+
+
+def test_streaming_refuses_a_model_without_state():
+    from vdf.inference import Streaming
+
+    with pytest.raises(TypeError, match="stream_step"):
+        list(Streaming()(AffinePerClip(per_clip=False), video(2)))

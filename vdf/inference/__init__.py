@@ -3,5 +3,6 @@
 from vdf.inference.base import ClipModel, LongVideoStrategy
 from vdf.inference.independent_windows import IndependentWindows
 from vdf.inference.per_frame import PerFrame
+from vdf.inference.streaming import Streaming
 
-__all__ = ["ClipModel", "IndependentWindows", "LongVideoStrategy", "PerFrame"]
+__all__ = ["ClipModel", "IndependentWindows", "LongVideoStrategy", "PerFrame", "Streaming"]

@@ -193,6 +193,19 @@ def normalize_imagenet(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+def preprocess_frames(frames: torch.Tensor, input_size: int = 518, antialias: bool = False) -> torch.Tensor:
+    """``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, H', W')`` ImageNet-normalised at :func:`processing_size`.
+
+    Bicubic resize (antialiased only when asked and downscaling), as DAv2's preprocessing.
+    """
+    h, w = frames.shape[-2:]
+    size = processing_size(h, w, input_size)
+    if size != (h, w):
+        downscale = size[0] < h or size[1] < w
+        frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=antialias and downscale)
+    return normalize_imagenet(frames)
+
+
 class FrameWiseDepth(nn.Module):
     """Run a per-image depth network on every frame of a video independently.
 
@@ -225,14 +238,7 @@ class FrameWiseDepth(nn.Module):
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, H', W')`` normalised at :func:`processing_size`."""
-        h, w = frames.shape[-2:]
-        size = processing_size(h, w, self.input_size)
-        if size != (h, w):
-            downscale = size[0] < h or size[1] < w
-            frames = F.interpolate(
-                frames, size=size, mode="bicubic", align_corners=False, antialias=self.antialias and downscale
-            )
-        return normalize_imagenet(frames)
+        return preprocess_frames(frames, self.input_size, self.antialias)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` in [0, 1] -> ``(B, T, 1, H, W)`` non-negative relative disparity."""
