@@ -14,6 +14,13 @@ _EXPORTS: dict[str, str] = {
     "FrameWiseDepth": "vdf.models.dav2",
     "processing_size": "vdf.models.dav2",
     "StateDictMismatchError": "vdf.models.convert",
+    "Mamba2": "vdf.models.mamba",
+    "Mamba2State": "vdf.models.mamba",
+    "FlashDepth": "vdf.models.flashdepth",
+    "FlashDepthState": "vdf.models.flashdepth",
+    "TemporalMamba": "vdf.models.flashdepth",
+    "MambaBlock": "vdf.models.flashdepth",
+    "HybridFusion": "vdf.models.hybrid_fusion",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -23,6 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from vdf.models.dav2 import DepthAnythingV2, FrameWiseDepth, processing_size
     from vdf.models.dinov2 import DINOv2
     from vdf.models.dpt import DPTHead
+    from vdf.models.flashdepth import FlashDepth, FlashDepthState, MambaBlock, TemporalMamba
+    from vdf.models.hybrid_fusion import HybridFusion
+    from vdf.models.mamba import Mamba2, Mamba2State
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,8 @@
 """LightningModules: training and evaluation glue around the torch models of `vdf.models`."""
 
 from vdf.tasks.base import VideoDepthTask
+from vdf.tasks.flashdepth import FlashDepthTask
 from vdf.tasks.frame_depth import FrameDepthTask
 from vdf.tasks.losses import InverseDepthL1Loss, ScaleShiftInvariantLoss
 
-__all__ = ["FrameDepthTask", "InverseDepthL1Loss", "ScaleShiftInvariantLoss", "VideoDepthTask"]
+__all__ = ["FlashDepthTask", "FrameDepthTask", "InverseDepthL1Loss", "ScaleShiftInvariantLoss", "VideoDepthTask"]
