@@ -15,7 +15,11 @@ import pytest
 from vdf.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)) + [os.path.join(ROOT, "README.md")]
+PAGES = (
+    sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+    + sorted(glob.glob(os.path.join(ROOT, "experiments", "**", "*.md"), recursive=True))
+    + [os.path.join(ROOT, "README.md")]
+)
 FAST = {
     "fit": ["--trainer.max_epochs", "1", "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "2",
             "--trainer.limit_val_batches", "1"],
@@ -42,7 +46,9 @@ def tiny_args(command: str) -> list[str]:
     args = shlex.split(command)
     args = args[3:] if args[0] == "python" else args[1:]
     for i, arg in enumerate(args):
-        if arg.startswith("configs/"):
+        if arg.startswith("experiments/"):
+            args[i] = os.path.join(ROOT, arg)
+        elif arg.startswith("configs/"):
             tiny = os.path.join("configs", "tiny", os.path.basename(arg))
             use_tiny = not arg.startswith("configs/tiny/") and os.path.isfile(os.path.join(ROOT, tiny))
             args[i] = os.path.join(ROOT, tiny if use_tiny else arg)
