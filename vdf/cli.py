@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -44,6 +45,24 @@ class VDFCLI(LightningCLI):
         logger = config.get("trainer.logger")
         if files and isinstance(logger, Namespace) and logger.get("init_args.name") == DEFAULT_RUN_NAME:
             logger.init_args.name = Path(str(files[-1])).stem
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning merges the checkpoint's hyperparameters into the model config, class included;
+        # a checkpoint of another task would then fail with a parser error about missing
+        # arguments. Say plainly what is wrong instead.
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+            theirs = hparams.get("_class_path")
+            ours = config.get("model.class_path")
+            if theirs and ours and theirs != ours:
+                raise ValueError(
+                    f"checkpoint {ckpt_path} was trained with {theirs}, but the config builds {ours}: "
+                    "use the config the checkpoint was trained with (config.yaml in its run folder)"
+                )
+        super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:
         # jsonargparse reports a failing constructor inside its type-check summary (a ValueError

@@ -90,14 +90,43 @@ class VideoDepthTask(L.LightningModule):
             raise ValueError(f"{type(self).__name__} has no loss: set model.init_args.loss in the config")
         pred = self(batch["video"])
         loss = self.loss(pred, batch["depth"], batch["valid"])
-        if not torch.isfinite(loss):
-            sequences = [f"{m.get('dataset')}/{m.get('sequence')}" for m in batch["meta"]]
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at global step {self.global_step} "
-                f"(batch {batch_idx}, sequences {sequences})"
-            )
+        bad = not bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            # Every rank must stop together, or the others would wait for it forever.
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            self._stop_on_nonfinite(loss, batch, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
         return loss
+
+    def _stop_on_nonfinite(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:
+        """Save the last good state (no update has used this loss yet) and stop with the culprit."""
+        sequences = [f"{m.get('dataset')}/{m.get('sequence')}" for m in batch["meta"]]
+        frames = batch["frame_index"].tolist()
+        saved = ""
+        if self._trainer is not None:
+            ckpt_dir = self.trainer.checkpoint_callback.dirpath if self.trainer.checkpoint_callback else None
+            directory = ckpt_dir or self.trainer.default_root_dir
+            path = f"{directory}/last-good-step{self.global_step}.ckpt"
+            self.trainer.save_checkpoint(path)
+            saved = f"; the last good state is saved in {path} (resume with --ckpt_path)"
+        raise FloatingPointError(
+            f"non-finite training loss ({loss.item()}) at global step {self.global_step}, batch {batch_idx}: "
+            f"sequences {sequences}, frames {frames}{saved}"
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint of another architecture would otherwise fail deep in load_state_dict with
+        # hundreds of key names; say what is wrong and how to fix it in one line.
+        theirs = set(checkpoint.get("state_dict", {}))
+        ours = set(self.state_dict())
+        missing, unexpected = sorted(ours - theirs), sorted(theirs - ours)
+        if missing or unexpected:
+            raise ValueError(
+                f"the checkpoint does not fit {type(self).__name__} as configured: {len(missing)} missing keys "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use the config the "
+                "checkpoint was trained with: runs/<name>/version_N/config.yaml beside it"
+            )
 
     # -- evaluation ---------------------------------------------------------------------------
     def _setup_metrics(self, split: str) -> None:
