@@ -457,3 +457,14 @@ def test_lightning_fit_iterates_each_epochs_plan(tmp_path):
         expected = [[list(c.frames) for c in batch] for batch in sampler.plan_epoch(epoch)]
         assert [frames for e, frames in seen if e == epoch] == expected
     assert sampler.epoch == 1
+
+
+def test_uneven_batches_for_evaluation_cover_every_batch_exactly_once():
+    from vdf.data.sampler import MixedLengthBatchSampler
+
+    ds = FakeVideos([(5, 4, 4)] * 7)
+    plans = [list(MixedLengthBatchSampler(ds, num_frames=None, batch_size=1, shuffle=False, even_batches=False,
+                                          num_replicas=3, rank=r)) for r in range(3)]
+    assert [len(p) for p in plans] == [3, 2, 2]
+    seen = sorted(batch[0].index for plan in plans for batch in plan)
+    assert seen == list(range(7))

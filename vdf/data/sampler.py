@@ -78,6 +78,9 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
             that do not divide evenly, instead of keeping and padding them. ``False`` yields every
             planned clip at least once.
         seed: base seed of the plan; must be equal on every rank.
+        even_batches: pad the global list so every rank gets the same number of batches (needed
+            for training, where ranks meet in every step). ``False`` (evaluation) leaves it
+            unpadded: ranks may differ by one batch, and no sequence is scored twice.
         num_replicas: number of data-parallel ranks; default ``torch.distributed`` world size
             if initialised (looked up when the plan is made, not at construction), else 1.
         rank: this process's rank; default ``torch.distributed.get_rank()`` if initialised,
@@ -102,6 +105,7 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
         batches_per_epoch: int | None = None,
         shuffle: bool = True,
         drop_last: bool = False,
+        even_batches: bool = True,
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
@@ -167,6 +171,7 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
         self.batches_per_epoch = batches_per_epoch
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.even_batches = even_batches
         self.seed = seed
         self._num_replicas = num_replicas
         self._rank = rank
@@ -352,6 +357,8 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
             batches = self.plan_epoch(self.epoch)
             if self.drop_last:
                 total = len(batches) // replicas * replicas
+            elif not self.even_batches:
+                total = len(batches)
             else:
                 total = -(-len(batches) // replicas) * replicas
             # Padding repeats batches from the start, like DistributedSampler does with indices.
