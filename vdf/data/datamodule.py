@@ -11,6 +11,7 @@ from vdf.data.collate import collate_clips
 from vdf.data.video_io import VideoSource, find_inputs, output_name
 from vdf.data.datasets.base import VideoDepthDataset
 from vdf.data.datasets.mixed import MixedVideoDataset
+from vdf.data.loader import ResumableDataLoader
 from vdf.data.sampler import MixedLengthBatchSampler
 
 STAGES = ("train", "val", "test", "predict")
@@ -137,8 +138,12 @@ class VideoDepthDataModule(L.LightningDataModule):
             )
         return self.datasets[split]
 
-    def _loader(self, dataset: VideoDepthDataset, sampler: MixedLengthBatchSampler) -> DataLoader:
-        return DataLoader(
+    def _loader(
+        self, dataset: VideoDepthDataset, sampler: MixedLengthBatchSampler, resumable: bool = False
+    ) -> DataLoader:
+        # Training uses a `ResumableDataLoader` so checkpoints store the position in the epoch.
+        loader_class = ResumableDataLoader if resumable else DataLoader
+        return loader_class(
             dataset,
             batch_sampler=sampler,
             collate_fn=collate_clips,
@@ -165,7 +170,7 @@ class VideoDepthDataModule(L.LightningDataModule):
             shuffle=True,
             seed=self.seed,
         )
-        return self._loader(mixed, sampler)
+        return self._loader(mixed, sampler, resumable=True)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         loaders = []
@@ -175,6 +180,7 @@ class VideoDepthDataModule(L.LightningDataModule):
                 num_frames=None if self.eval_num_frames is None else [self.eval_num_frames],
                 batch_size=self.eval_batch_size,
                 shuffle=False,
+                even_batches=False,  # under DDP, no sequence is scored twice
                 seed=self.seed,
             )
             loaders.append(self._loader(dataset, sampler))
