@@ -116,10 +116,15 @@ class EpisodeFolder(VideoDepthDataset):
                 f"truth is {h}x{w}"
             )
         with np.load(self._gt_path(video)) as gt:
+            depth = gt["depth"][frames].astype(np.float32)
+            # The contract: depth is 0 wherever it is unknown. NaN, inf, zero and negative depths
+            # (sky, holes, sensor errors) are invalid whatever the stored mask says.
+            valid = gt["valid"][frames].astype(bool) & np.isfinite(depth) & (depth > 0)
+            depth = np.where(valid, depth, np.float32(0.0))
             sample: Sample = {
                 "video": torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0,
-                "depth": torch.from_numpy(gt["depth"][frames].astype(np.float32)).unsqueeze(1),
-                "valid": torch.from_numpy(gt["valid"][frames].astype(bool)).unsqueeze(1),
+                "depth": torch.from_numpy(depth).unsqueeze(1),
+                "valid": torch.from_numpy(valid).unsqueeze(1),
                 "frame_index": torch.from_numpy(gt["frame_index"][frames].astype(np.int64)),
                 "meta": {
                     "dataset": self.name,
