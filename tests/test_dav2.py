@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from official_layouts import official_shapes
 from vdf.models import DepthAnythingV2, DINOv2, DPTHead, FrameWiseDepth, processing_size
 from vdf.models.convert import (
     StateDictMismatchError,
@@ -33,54 +34,6 @@ TINY = dict(
     embed_dim=48, depth=4, num_heads=2, layer_indices=[0, 1, 2, 3], features=16, out_channels=[8, 16, 24, 32]
 )
 TINY_SPEC = (48, 4, 16, [8, 16, 24, 32], None)
-
-
-def official_shapes(spec) -> dict[str, tuple[int, ...]]:
-    """Key names and shapes of an official ``depth_anything_v2_*.pth`` (reference table §1.5)."""
-    d, depth, f, oc, swiglu = spec
-    s: dict[str, tuple[int, ...]] = {
-        "pretrained.cls_token": (1, 1, d),
-        "pretrained.pos_embed": (1, 1370, d),
-        "pretrained.mask_token": (1, d),
-        "pretrained.patch_embed.proj.weight": (d, 3, 14, 14),
-        "pretrained.patch_embed.proj.bias": (d,),
-    }
-    for i in range(depth):
-        p = f"pretrained.blocks.{i}."
-        s.update({p + "norm1.weight": (d,), p + "norm1.bias": (d,)})
-        s.update({p + "attn.qkv.weight": (3 * d, d), p + "attn.qkv.bias": (3 * d,)})
-        s.update({p + "attn.proj.weight": (d, d), p + "attn.proj.bias": (d,), p + "ls1.gamma": (d,)})
-        s.update({p + "norm2.weight": (d,), p + "norm2.bias": (d,)})
-        if swiglu:
-            s.update({p + "mlp.w12.weight": (2 * swiglu, d), p + "mlp.w12.bias": (2 * swiglu,)})
-            s.update({p + "mlp.w3.weight": (d, swiglu), p + "mlp.w3.bias": (d,)})
-        else:
-            s.update({p + "mlp.fc1.weight": (4 * d, d), p + "mlp.fc1.bias": (4 * d,)})
-            s.update({p + "mlp.fc2.weight": (d, 4 * d), p + "mlp.fc2.bias": (d,)})
-        s[p + "ls2.gamma"] = (d,)
-    s.update({"pretrained.norm.weight": (d,), "pretrained.norm.bias": (d,)})
-    h = "depth_head."
-    for i in range(4):
-        s[f"{h}projects.{i}.weight"] = (oc[i], d, 1, 1)
-        s[f"{h}projects.{i}.bias"] = (oc[i],)
-    s.update({h + "resize_layers.0.weight": (oc[0], oc[0], 4, 4), h + "resize_layers.0.bias": (oc[0],)})
-    s.update({h + "resize_layers.1.weight": (oc[1], oc[1], 2, 2), h + "resize_layers.1.bias": (oc[1],)})
-    s.update({h + "resize_layers.3.weight": (oc[3], oc[3], 3, 3), h + "resize_layers.3.bias": (oc[3],)})
-    for i in range(4):
-        s[f"{h}scratch.layer{i + 1}_rn.weight"] = (f, oc[i], 3, 3)
-    for r in range(1, 5):
-        p = f"{h}scratch.refinenet{r}."
-        s.update({p + "out_conv.weight": (f, f, 1, 1), p + "out_conv.bias": (f,)})
-        for u in (1, 2):
-            for c in (1, 2):
-                s[f"{p}resConfUnit{u}.conv{c}.weight"] = (f, f, 3, 3)
-                s[f"{p}resConfUnit{u}.conv{c}.bias"] = (f,)
-    s[h + "scratch.output_conv1.weight"] = (f // 2, f, 3, 3)
-    s[h + "scratch.output_conv1.bias"] = (f // 2,)
-    s[h + "scratch.output_conv2.0.weight"] = (32, f // 2, 3, 3)
-    s[h + "scratch.output_conv2.0.bias"] = (32,)
-    s.update({h + "scratch.output_conv2.2.weight": (1, 32, 1, 1), h + "scratch.output_conv2.2.bias": (1,)})
-    return s
 
 
 def random_official(spec, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from official_layouts import official_shapes
 from vdf.models.convert import StateDictMismatchError
 from vdf.models.dav2 import DepthAnythingV2
 from vdf.models.flashdepth import (
@@ -56,40 +57,8 @@ TINY_TEACHER_ENC = (48, 4, 32, [8, 16, 24, 32])
 
 
 def dav2_layout(enc, prefix: str = "") -> dict[str, tuple[int, ...]]:
-    """``pretrained.*`` + ``depth_head.*`` of a DAv2 checkpoint (GELU-MLP encoders)."""
-    d, depth, f, oc = enc
-    s: dict[str, tuple[int, ...]] = {
-        "pretrained.cls_token": (1, 1, d),
-        "pretrained.pos_embed": (1, 1370, d),
-        "pretrained.mask_token": (1, d),
-        "pretrained.patch_embed.proj.weight": (d, 3, 14, 14),
-        "pretrained.patch_embed.proj.bias": (d,),
-    }
-    for i in range(depth):
-        p = f"pretrained.blocks.{i}."
-        s |= {p + "norm1.weight": (d,), p + "norm1.bias": (d,), p + "attn.qkv.weight": (3 * d, d)}
-        s |= {p + "attn.qkv.bias": (3 * d,), p + "attn.proj.weight": (d, d), p + "attn.proj.bias": (d,)}
-        s |= {p + "ls1.gamma": (d,), p + "norm2.weight": (d,), p + "norm2.bias": (d,)}
-        s |= {p + "mlp.fc1.weight": (4 * d, d), p + "mlp.fc1.bias": (4 * d,)}
-        s |= {p + "mlp.fc2.weight": (d, 4 * d), p + "mlp.fc2.bias": (d,), p + "ls2.gamma": (d,)}
-    s |= {"pretrained.norm.weight": (d,), "pretrained.norm.bias": (d,)}
-    h = "depth_head."
-    for i in range(4):
-        s |= {f"{h}projects.{i}.weight": (oc[i], d, 1, 1), f"{h}projects.{i}.bias": (oc[i],)}
-    for i, k in ((0, 4), (1, 2), (3, 3)):
-        s |= {f"{h}resize_layers.{i}.weight": (oc[i], oc[i], k, k), f"{h}resize_layers.{i}.bias": (oc[i],)}
-    for i in range(4):
-        s[f"{h}scratch.layer{i + 1}_rn.weight"] = (f, oc[i], 3, 3)
-    for r in range(1, 5):
-        p = f"{h}scratch.refinenet{r}."
-        s |= {p + "out_conv.weight": (f, f, 1, 1), p + "out_conv.bias": (f,)}
-        for u in (1, 2):
-            for c in (1, 2):
-                s |= {f"{p}resConfUnit{u}.conv{c}.weight": (f, f, 3, 3), f"{p}resConfUnit{u}.conv{c}.bias": (f,)}
-    s |= {h + "scratch.output_conv1.weight": (f // 2, f, 3, 3), h + "scratch.output_conv1.bias": (f // 2,)}
-    s |= {h + "scratch.output_conv2.0.weight": (32, f // 2, 3, 3), h + "scratch.output_conv2.0.bias": (32,)}
-    s |= {h + "scratch.output_conv2.2.weight": (1, 32, 1, 1), h + "scratch.output_conv2.2.bias": (1,)}
-    return {prefix + k: v for k, v in s.items()}
+    """``pretrained.*`` + ``depth_head.*`` of a DAv2 checkpoint (GELU-MLP encoders), under ``prefix``."""
+    return {prefix + k: v for k, v in official_shapes((*enc, None)).items()}
 
 
 def mamba_layout(d: int, n: int, expand: int, headdim: int, k: int = 4, layers: int = 4) -> dict[str, tuple[int, ...]]:
