@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from vdf.callbacks.prediction_writer import DepthPredictionWriter
+from vdf.callbacks.results import TestResultsWriter
 from vdf.callbacks.visualization import DepthVisualizer
 from vdf.data.datamodule import VideoDepthDataModule
 from vdf.tasks.base import VideoDepthTask
@@ -100,6 +101,7 @@ def main(args: list[str] | None = None) -> VDFCLI:
                 ModelCheckpoint(save_last=True),
                 LearningRateMonitor(logging_interval="step"),
                 DepthVisualizer(),
+                TestResultsWriter(),
             ],
             "use_distributed_sampler": False,
         },
