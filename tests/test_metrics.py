@@ -566,3 +566,26 @@ def test_cuda_matches_cpu():
     res = metric.compute()
     assert res["abs_rel"].device.type == "cuda"
     assert res["tae"].item() == pytest.approx(cpu["tae"], rel=1e-10)
+
+
+def test_documented_worked_example():
+    """The fixed arrays and numbers of docs/metrics.md, by the library and by the §6 recipe."""
+    gt = np.array([[[1.0, 2.0], [4.0, 0.0]], [[2.0, 8.0], [3.0, 12.0]]])
+    pred = np.array([[[0.9, 0.6], [0.2, 0.5]], [[0.5, 0.1], [0.0005, 0.7]]])
+    ours = evaluate_sequence(pred, gt, max_depth=10)
+    valid = (gt > 1e-3) & (gt < 10)
+    p = np.clip(pred, 1e-3, None)
+    a = np.stack([p[valid], np.ones(valid.sum())], 1)
+    s, b = np.linalg.lstsq(a, 1 / (gt[valid] + 1e-8), rcond=None)[0]
+    depth = np.clip(1 / np.clip(s * p + b, 1e-3, None), 1e-3, 10)
+    frames = [(depth[t][valid[t]], gt[t][valid[t]]) for t in range(2)]
+    recipe = {
+        "abs_rel": np.mean([np.mean(np.abs(d - g) / g) for d, g in frames]),
+        "delta1": np.mean([np.mean(np.maximum(d / g, g / d) < 1.25) for d, g in frames]),
+        "rmse": np.mean([np.sqrt(np.mean((d - g) ** 2)) for d, g in frames]),
+    }
+    documented = {"abs_rel": 0.397760, "delta1": 0.5, "rmse": 1.776150}
+    for key, value in documented.items():
+        assert ours[key] == pytest.approx(recipe[key], abs=1e-12)
+        assert round(ours[key], 6) == value
+    assert (round(ours["scale"], 6), round(ours["shift"], 6)) == (0.807035, 0.141891)
