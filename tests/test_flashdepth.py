@@ -25,7 +25,6 @@ from vdf.models.flashdepth import (
     vdf_to_flashdepth_official,
 )
 from vdf.models.hybrid_fusion import HybridFusion
-from vdf.models.mamba import Mamba2State
 
 # Tiny widths for CPU (what configs/tiny/flashdepth*.yaml use).
 TINY_STUDENT = dict(

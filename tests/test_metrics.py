@@ -451,7 +451,7 @@ def test_tae_against_slow_loop():
 
 def test_tae_duplicates_keep_nearest_point():
     # Strong forward motion squeezes the source image: several points land in one pixel.
-    n, h, w = 2, 6, 8
+    h, w = 6, 8
     poses = np.stack([_pose(), _pose(tz=-2.0)])  # camera moves back: image shrinks
     depth = np.stack([np.linspace(1.0, 2.0, h * w).reshape(h, w), np.full((h, w), 3.0)])
     assert temporal_alignment_error(depth, K_SMALL, poses) == pytest.approx(slow_tae(depth, np.stack([K_SMALL] * 2), poses), rel=1e-12)

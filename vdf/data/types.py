@@ -18,7 +18,7 @@ class _SampleRequired(TypedDict):
     video: torch.Tensor        # float32 (T,3,H,W) in [0,1]
     depth: torch.Tensor        # float32 (T,1,H,W) metres, 0 where unknown
     valid: torch.Tensor        # bool    (T,1,H,W)
-    frame_index: torch.Tensor  # int64   (T,) original indices of the frames in their video
+    frame_index: torch.Tensor  # int64   (T,) the frames' original numbers in their video (increasing)
     meta: SampleMeta
 
 
@@ -34,7 +34,10 @@ class ClipRequest:
     """What a batch sampler asks a dataset for: item ``index`` restricted to ``frames``.
 
     ``frames`` are indices into the item's sequence, increasing, possibly with gaps (stride or
-    frame dropout); the loaded sample's ``frame_index`` holds exactly these values.
+    frame dropout). The loaded sample's ``frame_index`` holds these frames' original numbers:
+    the same values for datasets whose sequences are their videos' frames 0..N-1, the dataset's
+    own frame numbers otherwise (files numbered from 1, a benchmark selection such as every third
+    frame, gaps in the numbering). Only order and spacing carry meaning (RoPE, TAE).
     """
 
     index: int
