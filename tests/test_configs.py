@@ -50,7 +50,9 @@ def test_data_config_parses(config, capsys, in_tmp_cwd):
     for key, value in layered.items():
         if key in ("train", "val", "test", "predict"):
             assert [d["class_path"] for d in resolved[key]] == [d["class_path"] for d in value]
-            assert [d["init_args"]["seed"] for d in resolved[key]] == [d["init_args"]["seed"] for d in value]
+            for got, wanted in zip(resolved[key], value):
+                for arg, setting in wanted.get("init_args", {}).items():
+                    assert got["init_args"][arg] == setting, (key, arg)
         else:
             assert resolved[key] == value
 

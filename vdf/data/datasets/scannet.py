@@ -1,0 +1,114 @@
+"""`ScanNet`: ScanNet v2 test scenes exported with the SensReader.
+
+Layout (``root`` = the ScanNet folder)::
+
+    root/scans_test/<scene>/color/<i>.jpg                 RGB, exported at the depth resolution (640x480)
+    root/scans_test/<scene>/depth/<i>.png                 16-bit depth in millimetres, 0 = invalid
+    root/scans_test/<scene>/pose/<i>.txt                  4x4 camera -> world (optional)
+    root/scans_test/<scene>/intrinsic/intrinsic_depth.txt 4x4 (or 3x3) K of the depth camera (optional)
+
+Frames are sorted by ``int(stem)``; ``frame_index`` is that number. DepthCrafter evaluates the first
+100 scenes of ``sorted(os.listdir(scans_test))`` (scene0707_00 ... scene0806_00), frames ``[:270:3]``
+(90 frames), crops ``[8:-8, 11:-11]`` (480x640 -> 464x618), caps depth at 10 m.
+
+Intrinsics: the crop moves the principal point by (-11, -8) when ``shift_intrinsics`` (default).
+The published VDA TAE code uses the uncropped ``K`` on cropped maps; ``shift_intrinsics=False``
+reproduces it. ScanNet marks lost tracking with ``-inf`` poses; they are returned as read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vdf.data.datasets.kitti import Frame, FrameFolderDataset, FrameSequence, read_scaled_png, select_frames
+
+
+def read_matrix(path: Path, shape: tuple[int, int], who: str) -> np.ndarray:
+    """A whitespace-separated matrix text file; errors name the file."""
+    try:
+        matrix = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{who}: {str(path)!r} does not exist") from error
+    except ValueError as error:
+        raise ValueError(f"{who}: cannot parse matrix file {str(path)!r}: {error}") from error
+    if matrix.shape[0] < shape[0] or matrix.shape[1] < shape[1]:
+        raise ValueError(f"{who}: {str(path)!r} holds a {matrix.shape[0]}x{matrix.shape[1]} matrix; "
+                         f"expected at least {shape[0]}x{shape[1]}")
+    return matrix[: shape[0], : shape[1]]
+
+
+class ScanNet(FrameFolderDataset):
+    """ScanNet v2 scenes with the DepthCrafter benchmark selection.
+
+    Args:
+        root: folder holding ``split/``.
+        sequences: scene names; None = the first ``num_scenes`` of the sorted ``split`` folder.
+        num_scenes: how many sorted scenes to keep when ``sequences`` is None (published: 100); None = all.
+        split: the folder of scenes (``scans_test``).
+        start: first frame kept (a position in the sorted frame list).
+        stride: keep every ``stride``-th frame (published: 3).
+        max_frames: keep at most this many frames (published: 90, i.e. ``[:270:3]``); None = all.
+        crop: ``[a, b, c, d]`` = ``[a:b, c:d]`` on RGB and depth (published ``[8, -8, 11, -11]``); None = no crop.
+        shift_intrinsics: move the principal point by the crop offset (False = published TAE code).
+        name: dataset name in logs and metric keys.
+    """
+
+    max_depth = 10.0
+
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        num_scenes: int | None = 100,
+        split: str = "scans_test",
+        start: int = 0,
+        stride: int = 3,
+        max_frames: int | None = 90,
+        crop: tuple[int, int, int, int] | None = (8, -8, 11, -11),
+        shift_intrinsics: bool = True,
+        name: str = "scannet",
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.name = name
+        self.crop = tuple(crop) if crop is not None else None
+        self.shift_intrinsics = shift_intrinsics
+        scenes_root = self.root / split
+        if not scenes_root.is_dir():
+            raise FileNotFoundError(f"ScanNet: {str(scenes_root)!r} does not exist; expected root/{split}/<scene>/"
+                                    "{color/*.jpg, depth/*.png, pose/*.txt, intrinsic/intrinsic_depth.txt}")
+        if sequences is None:
+            sequences = sorted(p.name for p in scenes_root.iterdir() if p.is_dir())
+            sequences = sequences if num_scenes is None else sequences[:num_scenes]
+            if not sequences:
+                raise FileNotFoundError(f"ScanNet: no scene folders in {str(scenes_root)!r}")
+        for scene in sequences:
+            folder = scenes_root / scene
+            colors = list((folder / "color").glob("*.jpg"))
+            try:
+                colors = sorted(colors, key=lambda p: int(p.stem))
+            except ValueError as error:
+                raise ValueError(f"ScanNet: {str(folder / 'color')!r} holds a file not named <int>.jpg") from error
+            if not colors:
+                raise FileNotFoundError(f"ScanNet: no color/*.jpg in {str(folder)!r}")
+            has_poses = (folder / "pose").is_dir()
+            frames = []
+            for position in select_frames(len(colors), start, stride, max_frames):
+                color = colors[position]
+                depth = folder / "depth" / (color.stem + ".png")
+                if not depth.is_file():
+                    raise FileNotFoundError(f"ScanNet: {str(color)!r} has no depth pair {str(depth)!r}")
+                extra = {"pose": folder / "pose" / (color.stem + ".txt")} if has_poses else {}
+                frames.append(Frame(index=int(color.stem), rgb=color, depth=depth, extra=extra))
+            k_path = folder / "intrinsic" / "intrinsic_depth.txt"
+            k = read_matrix(k_path, (3, 3), "ScanNet") if k_path.is_file() else None
+            self.sequences.append(FrameSequence(scene, frames, intrinsics=k))
+
+    def read_depth(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        return read_scaled_png(frame.depth, 1000.0, "ScanNet")
+
+    def read_camera(self, sequence: FrameSequence, frame: Frame):
+        pose = read_matrix(frame.extra["pose"], (4, 4), "ScanNet") if "pose" in frame.extra else None
+        return sequence.intrinsics, pose
