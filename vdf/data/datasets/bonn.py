@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets.kitti import (
+from vdf.data.datasets._benchmark import (
     Frame,
-    FrameFolderDataset,
+    BenchmarkFolderDataset,
     FrameSequence,
     frame_sort,
     read_scaled_png,
@@ -36,7 +36,7 @@ BONN_SEQUENCES = [
 ]
 
 
-class BonnRGBD(FrameFolderDataset):
+class BonnRGBD(BenchmarkFolderDataset):
     """Bonn RGB-D Dynamic sequences with the DepthCrafter benchmark selection.
 
     Args:

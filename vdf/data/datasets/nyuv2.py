@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets.kitti import Frame, FrameFolderDataset, FrameSequence, read_scaled_png
+from vdf.data.datasets._benchmark import Frame, BenchmarkFolderDataset, FrameSequence, read_scaled_png
 
 
-class NYUv2(FrameFolderDataset):
+class NYUv2(BenchmarkFolderDataset):
     """NYU Depth v2 test split (Marigold file list), one item per image.
 
     Args:

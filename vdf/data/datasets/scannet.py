@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets.kitti import Frame, FrameFolderDataset, FrameSequence, read_scaled_png, select_frames
+from vdf.data.datasets._benchmark import Frame, BenchmarkFolderDataset, FrameSequence, read_scaled_png, select_frames
 
 
 def read_matrix(path: Path, shape: tuple[int, int], who: str) -> np.ndarray:
@@ -39,7 +39,7 @@ def read_matrix(path: Path, shape: tuple[int, int], who: str) -> np.ndarray:
     return matrix[: shape[0], : shape[1]]
 
 
-class ScanNet(FrameFolderDataset):
+class ScanNet(BenchmarkFolderDataset):
     """ScanNet v2 scenes with the DepthCrafter benchmark selection.
 
     Args:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets.kitti import Frame, FrameFolderDataset, FrameSequence, frame_sort, select_frames
+from vdf.data.datasets._benchmark import Frame, BenchmarkFolderDataset, FrameSequence, frame_sort, select_frames
 
 TAG_FLOAT = 202021.25  # "PIEH" read as a little-endian float32
 
@@ -93,7 +93,7 @@ def read_cam(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return k, np.linalg.inv(world_to_cam)
 
 
-class Sintel(FrameFolderDataset):
+class Sintel(BenchmarkFolderDataset):
     """MPI Sintel training sequences (DepthCrafter benchmark: all 23, <= 50 frames, no crop).
 
     Args:
