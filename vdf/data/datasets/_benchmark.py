@@ -128,8 +128,8 @@ class FrameSequence:
 class BenchmarkFolderDataset(VideoDepthDataset):
     """Base of the readers that hold one RGB image and one depth file per frame.
 
-    Subclasses fill ``self.sequences`` (selected frames only), set ``crop`` / ``even_crop`` /
-    ``shift_intrinsics`` and implement `read_depth`; `read_camera` is optional. Crops apply to RGB
+    Subclasses pass ``root``, ``name``, ``crop`` / ``even_crop`` / ``shift_intrinsics`` up, fill
+    ``self.sequences`` (selected frames only) and implement `read_depth`; `read_camera` is optional. Crops apply to RGB
     and depth alike and (with ``shift_intrinsics``) move the principal point by the crop offset.
     """
 
@@ -137,7 +137,19 @@ class BenchmarkFolderDataset(VideoDepthDataset):
     even_crop: bool = False
     shift_intrinsics: bool = True
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        root: str,
+        name: str,
+        crop: Sequence[int] | None = None,
+        even_crop: bool = False,
+        shift_intrinsics: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.crop = tuple(crop) if crop is not None else None
+        self.even_crop = even_crop
+        self.shift_intrinsics = shift_intrinsics
         self.sequences: list[FrameSequence] = []
         self._sizes: dict[int, tuple[int, int]] = {}
 

@@ -13,7 +13,6 @@ synchronous), frames ``[30:140]`` (110 frames), even-crops (480x640 is unchanged
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -65,12 +64,8 @@ class BonnRGBD(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "bonn",
     ):
-        super().__init__()
-        self.root = Path(root)
-        self.name = name
-        self.even_crop = even_crop
+        super().__init__(root, name, even_crop=even_crop, shift_intrinsics=shift_intrinsics)
         self.check_range = check_range
-        self.shift_intrinsics = shift_intrinsics
         if not self.root.is_dir():
             raise FileNotFoundError(f"BonnRGBD: dataset root {str(self.root)!r} does not exist; expected "
                                     "root/<seq>/{rgb,depth}/*.png (Bonn RGB-D Dynamic)")

@@ -14,7 +14,6 @@ drive starts at ``0000000005``); ``frame_index`` is the raw frame number. Depth 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -80,12 +79,8 @@ class KITTIDepth(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "kitti",
     ):
-        super().__init__()
-        self.root = Path(root)
-        self.name = name
-        self.even_crop = even_crop
+        super().__init__(root, name, even_crop=even_crop, shift_intrinsics=shift_intrinsics)
         self.check_range = check_range
-        self.shift_intrinsics = shift_intrinsics
         gt_root = self.root / "data_depth_annotated" / split
         if not gt_root.is_dir():
             raise FileNotFoundError(

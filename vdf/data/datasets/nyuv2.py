@@ -45,11 +45,7 @@ class NYUv2(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "nyuv2",
     ):
-        super().__init__()
-        self.root = Path(root)
-        self.name = name
-        self.crop = tuple(crop) if crop is not None else None
-        self.shift_intrinsics = shift_intrinsics
+        super().__init__(root, name, crop=crop, shift_intrinsics=shift_intrinsics)
         list_path = self.root / list_file
         if not list_path.is_file():
             raise FileNotFoundError(f"NYUv2: file list {str(list_path)!r} does not exist; expected the Marigold "

@@ -70,11 +70,7 @@ class ScanNet(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "scannet",
     ):
-        super().__init__()
-        self.root = Path(root)
-        self.name = name
-        self.crop = tuple(crop) if crop is not None else None
-        self.shift_intrinsics = shift_intrinsics
+        super().__init__(root, name, crop=crop, shift_intrinsics=shift_intrinsics)
         scenes_root = self.root / split
         if not scenes_root.is_dir():
             raise FileNotFoundError(f"ScanNet: {str(scenes_root)!r} does not exist; expected root/{split}/<scene>/"

@@ -124,10 +124,7 @@ class Sintel(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "sintel",
     ):
-        super().__init__()
-        self.root = Path(root)
-        self.name = name
-        self.shift_intrinsics = shift_intrinsics
+        super().__init__(root, name, shift_intrinsics=shift_intrinsics)
         depth_root = self.root / depth_dir
         if not depth_root.is_dir():
             raise FileNotFoundError(
