@@ -1,5 +1,9 @@
 """Official checkpoint key layouts, written from the reference tables (shared by the tests)."""
 
+import math
+
+import torch
+
 
 def official_shapes(spec) -> dict[str, tuple[int, ...]]:
     """Key names and shapes of an official ``depth_anything_v2_*.pth`` (reference table §1.5)."""
@@ -47,3 +51,21 @@ def official_shapes(spec) -> dict[str, tuple[int, ...]]:
     s[h + "scratch.output_conv2.0.bias"] = (32,)
     s.update({h + "scratch.output_conv2.2.weight": (1, 32, 1, 1), h + "scratch.output_conv2.2.bias": (1,)})
     return s
+
+
+def random_tensors(layout: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """Random values in a layout, scaled so that a forward pass stays O(1) and positive."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in layout.items():
+        t = torch.randn(shape, generator=g)
+        if name.endswith("output_conv2.2.bias"):
+            t = t.abs() + 1.0
+        elif ("norm" in name and name.endswith("weight")) or name.endswith("gamma"):
+            t = 1.0 + 0.1 * t
+        elif len(shape) >= 2 and not name.endswith(("_token", "pos_embed")):
+            t = t / math.sqrt(math.prod(shape[1:]))
+        else:
+            t = 0.1 * t
+        out[name] = t
+    return out

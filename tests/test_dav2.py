@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from official_layouts import official_shapes
+from official_layouts import official_shapes, random_tensors
 from vdf.models import DepthAnythingV2, DINOv2, DPTHead, FrameWiseDepth, processing_size
 from vdf.models.convert import (
     StateDictMismatchError,
@@ -38,20 +38,7 @@ TINY_SPEC = (48, 4, 16, [8, 16, 24, 32], None)
 
 def random_official(spec, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors in the official layout, scaled so activations stay O(1) and outputs > 0."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, shape in official_shapes(spec).items():
-        t = torch.randn(shape, generator=g)
-        if name.endswith("output_conv2.2.bias"):
-            t = t.abs() + 1.0  # keep the final ReLU mostly active so comparisons are meaningful
-        elif "norm" in name and name.endswith("weight") or name.endswith("gamma"):
-            t = 1.0 + 0.1 * t
-        elif len(shape) >= 2 and not name.endswith(("_token", "pos_embed")):
-            t = t / math.sqrt(math.prod(shape[1:]))
-        else:
-            t = 0.1 * t
-        out[name] = t
-    return out
+    return random_tensors(official_shapes(spec), seed)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from official_layouts import official_shapes
+from official_layouts import official_shapes, random_tensors
 from vdf.models.convert import StateDictMismatchError
 from vdf.models.dav2 import DepthAnythingV2
 from vdf.models.flashdepth import (
@@ -105,24 +105,6 @@ def official_layout(variant: str, tiny: bool) -> dict[str, tuple[int, ...]]:
     if variant == "full":
         s |= dav2_layout(teacher, "teacher_model.") | fusion_layout(enc[2], teacher[2])
     return s
-
-
-def random_tensors(layout: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
-    """Random values in a layout, scaled so that a forward pass stays O(1) and positive."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, shape in layout.items():
-        t = torch.randn(shape, generator=g)
-        if name.endswith("output_conv2.2.bias"):
-            t = t.abs() + 1.0
-        elif ("norm" in name and name.endswith("weight")) or name.endswith("gamma"):
-            t = 1.0 + 0.1 * t
-        elif len(shape) >= 2 and not name.endswith(("_token", "pos_embed")):
-            t = t / math.sqrt(math.prod(shape[1:]))
-        else:
-            t = 0.1 * t
-        out[name] = t
-    return out
 
 
 def save_official(path, sd) -> str:
