@@ -33,18 +33,24 @@ def _check_tag(data: bytes, path: Path, kind: str) -> None:
                          "or wrong endianness")
 
 
+def _read_tagged(path: str | Path, kind: str, what: str) -> tuple[bytes, Path]:
+    """The bytes of a Sintel SDK file after checking that it exists and starts with the tag."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"Sintel: {what} file {str(path)!r} does not exist") from error
+    _check_tag(data, path, kind)
+    return data, path
+
+
 def read_dpt(path: str | Path) -> np.ndarray:
     """A Sintel ``.dpt`` depth file as float32 ``(height, width)``.
 
     Format: little-endian float32 tag 202021.25, int32 width, int32 height, then width*height float32
     depths row-major. Errors name the file: bad tag, bad size, truncated or oversized file.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"Sintel: depth file {str(path)!r} does not exist") from error
-    _check_tag(data, path, ".dpt")
+    data, path = _read_tagged(path, ".dpt", "depth")
     if len(data) < 12:
         raise ValueError(f"Sintel: {str(path)!r} is truncated ({len(data)} bytes; header needs 12)")
     width, height = (int(v) for v in np.frombuffer(data[4:12], dtype="<i4"))
@@ -76,12 +82,7 @@ def read_cam(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Format: float32 tag 202021.25, 9 float64 intrinsics M (3x3), 12 float64 extrinsics N (3x4,
     world -> camera, ``x = M N X``). The pose is ``inv([N; 0 0 0 1])`` (camera -> world), as VDA does.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"Sintel: camera file {str(path)!r} does not exist") from error
-    _check_tag(data, path, ".cam")
+    data, path = _read_tagged(path, ".cam", "camera")
     expected = 4 + 8 * (9 + 12)
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than expected"
