@@ -1,0 +1,26 @@
+"""Diffusion objectives (EDM, flow matching), their pieces, the shared Euler sampler, depth normalisations."""
+
+from vdf.diffusion.base import DiffusionObjective
+from vdf.diffusion.edm import EDM, EDMWeighting, LogNormalSigma, UnitWeighting, VPreconditioning, karras_sigmas
+from vdf.diffusion.flow_matching import FlowMatching, LogitNormalTime, UniformTime, shift_levels
+from vdf.diffusion.normalization import DepthMinMax, DepthNormalization, DisparityMinMax, PercentileDisparity
+from vdf.diffusion.sampler import EulerSampler
+
+__all__ = [
+    "DepthMinMax",
+    "DepthNormalization",
+    "DiffusionObjective",
+    "DisparityMinMax",
+    "EDM",
+    "EDMWeighting",
+    "EulerSampler",
+    "FlowMatching",
+    "LogNormalSigma",
+    "LogitNormalTime",
+    "PercentileDisparity",
+    "UniformTime",
+    "UnitWeighting",
+    "VPreconditioning",
+    "karras_sigmas",
+    "shift_levels",
+]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -22,6 +22,40 @@ import torch
 class ClipModel(Protocol):
     def predict_clip(self, video: torch.Tensor) -> torch.Tensor:
         """``(1,T,3,H,W)`` in [0,1] -> ``(1,T,1,H,W)`` relative disparity."""
+
+
+class LatentDiffusionModel(Protocol):
+    """The calls latent-diffusion strategies use (`vdf.tasks.LatentDiffusionTask` provides them).
+
+    Latents are ``(B,T,C,h,w)``; a condition holds a window's video latents and image embeddings
+    and offers ``frames(start, stop)``, ``select(index)`` and ``cat(parts)``.
+    """
+
+    objective: Any  # vdf.diffusion.DiffusionObjective
+    steps: int
+    device: torch.device
+    decode_chunk_size: int
+
+    def generator(self, offset: int = 0) -> torch.Generator | None: ...
+
+    def noise_like(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+    def condition(self, video: torch.Tensor, generator: torch.Generator | None = None) -> Any: ...
+
+    def denoise(self, cond: Any, x: torch.Tensor, fixed: torch.Tensor | None = None,
+                fixed_latents: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+def require_latent_model(model: Any, strategy: str) -> None:
+    """A clear error when a latent-diffusion strategy is given another kind of model."""
+    if not hasattr(model, "denoise"):
+        raise TypeError(
+            f"{type(model).__name__} is not a latent diffusion model (no denoise): {strategy} needs one such as "
+            "DepthCrafter, ChronoDepth or Depth Any Video; use PerFrame or IndependentWindows instead"
+        )
 
 
 class LongVideoStrategy(ABC):

@@ -85,18 +85,21 @@ class VideoDepthTask(L.LightningModule):
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
 
     # -- training -----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The scalar training loss of a batch; default: ``loss`` on the forward's prediction."""
         if self.loss is None:
             raise ValueError(f"{type(self).__name__} has no loss: set model.init_args.loss in the config")
-        pred = self(batch["video"])
-        loss = self.loss(pred, batch["depth"], batch["valid"])
+        return self.loss(self(batch["video"]), batch["depth"], batch["valid"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.training_loss(batch)
         bad = not bool(torch.isfinite(loss))
         if self._trainer is not None:
             # Every rank must stop together, or the others would wait for it forever.
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
             self._stop_on_nonfinite(loss, batch, batch_idx)
-        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
 
     def _stop_on_nonfinite(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:

@@ -1,0 +1,169 @@
+"""`SegmentStitching`: DepthCrafter's overlapping segments with noise-initialised overlaps and latent blending."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vdf.inference.base import LatentDiffusionModel, LongVideoStrategy, require_latent_model
+
+
+def take(frames: Iterator[torch.Tensor], n: int) -> list[torch.Tensor]:
+    out = []
+    for frame in frames:
+        out.append(frame)
+        if len(out) == n:
+            break
+    return out
+
+
+class LatentDecoder:
+    """Decodes final latents in chunks aligned to the first frame, optionally holding the decoded
+    frames on disk for one video-wide min-max normalisation (constant memory in the video length)."""
+
+    def __init__(self, model: LatentDiffusionModel, chunk: int, normalize: bool, spill_dir: str | None):
+        self.model = model
+        self.chunk = chunk
+        self.normalize = normalize
+        self.spill_dir = spill_dir
+        self.pending: list[torch.Tensor] = []  # latents (4,h,w) waiting for a full chunk
+        self.count = 0
+        self.lo, self.hi = float("inf"), float("-inf")
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._file = None
+        self._shape: tuple[int, ...] | None = None
+
+    def push(self, latents: torch.Tensor, final: bool = False) -> Iterator[torch.Tensor]:
+        """Add final latents ``(T,4,h,w)``; yield decoded frames (when not normalising)."""
+        self.pending.extend(latents)
+        while len(self.pending) >= self.chunk or (final and self.pending):
+            part, self.pending = self.pending[: self.chunk], self.pending[self.chunk :]
+            decoded = self.model.decode(torch.stack(part)[None])[0].float()  # (n,1,H,W)
+            if self.normalize:
+                self._spill(decoded)
+            else:
+                yield from decoded
+
+    def _spill(self, decoded: torch.Tensor) -> None:
+        self.lo = min(self.lo, float(decoded.min()))
+        self.hi = max(self.hi, float(decoded.max()))
+        if self._file is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="vdf-stitch-", dir=self.spill_dir)
+            self._file = open(Path(self._tmp.name) / "frames.f32", "w+b")
+            self._shape = tuple(decoded.shape[1:])
+        self._file.write(decoded.cpu().numpy().astype(np.float32).tobytes())
+        self.count += len(decoded)
+
+    def normalized(self, device: torch.device) -> Iterator[torch.Tensor]:
+        """The spilled frames mapped to [0,1] by the video-wide min and max, one by one."""
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            frames = np.memmap(self._file.name, dtype=np.float32, mode="r", shape=(self.count, *self._shape))
+            span = max(self.hi - self.lo, 1e-8)
+            for i in range(self.count):
+                yield ((torch.from_numpy(np.array(frames[i])) - self.lo) / span).to(device)
+            del frames
+        finally:
+            self._file.close()
+            self._tmp.cleanup()
+            self._file = None
+
+
+class SegmentStitching(LongVideoStrategy):
+    """DepthCrafter's long-video inference: segments of ``window`` frames overlapping by ``overlap``.
+
+    For every segment after the first:
+
+    - the overlap frames start from the previous segment's denoised latents plus noise at the
+      first sampling level (σ_max for EDM) rather than from pure noise — each frame keeps the
+      noise it had in the previous segment;
+    - after denoising, the overlap latents are blended linearly with the previous segment's,
+      the new segment's weight rising from 0 to 1 across the overlap (``linspace(0,1,overlap)``).
+
+    The conditioning (video latents, image embeddings) of each frame is computed once. Final
+    latents are decoded in chunks of the VAE's ``chunk_size`` counted from the first frame, and
+    the decoded video gets one min-max normalisation to [0,1] (``normalize``): decoded frames wait
+    on disk (float32, in ``spill_dir`` or the system temp dir) until the video's range is known,
+    so memory stays that of one segment whatever the video's length. A video no longer than
+    ``window`` is one segment.
+
+    DepthCrafter draws the noise of new frames by rotating the first segment's noise; here new
+    frames get fresh noise (the same distribution; outputs are not bit-identical to the
+    reference pipeline for videos longer than one segment).
+
+    Args:
+        window: frames per segment (DepthCrafter: 110).
+        overlap: frames shared by consecutive segments (25); ``0 <= overlap < window``.
+        renoise_overlap: start the overlap from the previous latents (off: pure noise, an ablation).
+        blend: blend the overlap latents (off: the new segment's latents replace the old).
+        normalize: one video-wide min-max to [0,1] at the end (off: frames stream out at once).
+        spill_dir: where decoded frames wait for the normalisation (default: the temp dir).
+    """
+
+    def __init__(
+        self,
+        window: int = 110,
+        overlap: int = 25,
+        renoise_overlap: bool = True,
+        blend: bool = True,
+        normalize: bool = True,
+        spill_dir: str | None = None,
+    ):
+        if window < 1 or not 0 <= overlap < window:
+            raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
+        self._window = window
+        self.overlap = overlap
+        self.renoise_overlap = renoise_overlap
+        self.blend = blend
+        self.normalize = normalize
+        self.spill_dir = spill_dir
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @torch.no_grad()
+    def __call__(self, model: LatentDiffusionModel, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        require_latent_model(model, type(self).__name__)
+        frames = iter(frames)
+        generator = model.generator()
+        decoder = LatentDecoder(model, model.decode_chunk_size, self.normalize, self.spill_dir)
+        first_level = model.objective.schedule(model.steps)[0]
+        ov = self.overlap
+        weights = torch.linspace(0, 1, ov, device=model.device).view(1, ov, 1, 1, 1) if ov else None
+
+        new = take(frames, self._window)
+        cond_carry = noise_carry = tail = None
+        while new:
+            cond = model.condition(torch.stack(new)[None], generator)
+            if cond_carry is not None:
+                cond = cond_carry.cat([cond_carry, cond])
+            length = cond.video_latents.shape[1]
+            h, w = cond.video_latents.shape[-2:]
+            fresh = model.noise_like((1, len(new), 4, h, w), generator)
+            noise = fresh if noise_carry is None else torch.cat([noise_carry, fresh], dim=1)
+            x = model.objective.initial_latents(noise)
+            if tail is not None and self.renoise_overlap:
+                x[:, :ov] = model.objective.renoise(tail, noise[:, :ov], first_level)
+            latents = model.denoise(cond, x)
+            if tail is not None:
+                head = latents[:, :ov] * weights + tail * (1 - weights) if self.blend else latents[:, :ov]
+                latents = torch.cat([head, latents[:, ov:]], dim=1)
+
+            new = take(frames, self._window - ov)
+            if not new or ov == 0:
+                tail = cond_carry = noise_carry = None
+                yield from decoder.push(latents[0], final=not new)
+                continue
+            yield from decoder.push(latents[0, : length - ov])
+            tail = latents[:, length - ov :]
+            cond_carry = cond.frames(length - ov, length)
+            noise_carry = noise[:, length - ov :]
+        if self.normalize:
+            yield from decoder.normalized(model.device)
