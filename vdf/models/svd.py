@@ -197,6 +197,9 @@ class SVDUNet(nn.Module):
         addition_time_embed_dim: width of each added-time-id sinusoid.
         added_time_ids: whether the network has the added-time embedding (SVD: fps id, motion
             bucket, noise augmentation); Depth Any Video's UNet has none.
+        temporal_rope: RoPE over frame positions in temporal attention instead of the sinusoidal
+            frame embedding (Depth Any Video, `vdf.models.rope`).
+        rope_theta: RoPE base.
         gradient_checkpointing: recompute activations in the backward pass.
     """
 
@@ -211,6 +214,8 @@ class SVDUNet(nn.Module):
         cross_attention_dim: int = 1024,
         addition_time_embed_dim: int = 256,
         added_time_ids: bool = True,
+        temporal_rope: bool = False,
+        rope_theta: float = 10000.0,
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
@@ -237,6 +242,10 @@ class SVDUNet(nn.Module):
         if not added_time_ids:
             self.unet.add_time_proj = None
             self.unet.add_embedding = None
+        if temporal_rope:
+            from vdf.models.rope import enable_temporal_rope
+
+            enable_temporal_rope(self.unet, rope_theta)
         if pretrained is not None:
             load_folder_into(self.unet, pretrained, "UNet", SVD_SOURCE)
         if gradient_checkpointing:
