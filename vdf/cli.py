@@ -1,7 +1,8 @@
 """The `vdf` command: LightningCLI over vdf tasks and the video-depth datamodule.
 
 ``vdf fit|validate|test|predict --config CONFIG [--dotted.overrides ...]``; ``main(args)`` runs
-the same in-process. Runs are seeded, save their resolved config next to the TensorBoard logs
+the same in-process. ``vdf bench`` and ``vdf experiment`` are the speed/memory tool (`vdf.bench`)
+and the ablation runner (`vdf.experiment`); ``run(args)`` dispatches to all of them. Runs are seeded, save their resolved config next to the TensorBoard logs
 (``runs/<config name>/version_N/config.yaml``), checkpoint, and track the learning rate.
 """
 
@@ -84,9 +85,9 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-def main(args: list[str] | None = None) -> VDFCLI:
-    """Run the CLI; ``args`` as on the command line (None reads ``sys.argv``)."""
-    return VDFCLI(
+def cli_options() -> dict:
+    """The keyword arguments `main` builds `VDFCLI` with (shared by ``vdf bench`` and ``vdf experiment``)."""
+    return dict(
         model_class=VideoDepthTask,
         datamodule_class=VideoDepthDataModule,
         subclass_mode_model=True,
@@ -105,16 +106,38 @@ def main(args: list[str] | None = None) -> VDFCLI:
             ],
             "use_distributed_sampler": False,
         },
-        args=args,
     )
+
+
+def main(args: list[str] | None = None) -> VDFCLI:
+    """Run the CLI; ``args`` as on the command line (None reads ``sys.argv``)."""
+    return VDFCLI(**cli_options(), args=args)
+
+
+#: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory) and ``vdf experiment``.
+TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment"}
+
+
+def run(args: list[str] | None = None):
+    """`main`, or the ``bench`` / ``experiment`` tool when ``args[0]`` names one (what ``vdf`` runs)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in TOOLS:
+        import importlib
+
+        return importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+    return main(argv)
 
 
 def entrypoint() -> None:
     """Console-script entry point (``vdf``): runs `main` on ``sys.argv``.
 
     The exit status is 1 when ``vdf predict`` could not process some input (each is reported with
-    its path and the reason; the others are still written).
+    its path and the reason; the others are still written). ``vdf bench`` and ``vdf experiment``
+    dispatch to `vdf.bench` and `vdf.experiment`.
     """
+    if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
+        run(sys.argv[1:])
+        return
     cli = main()
     writer = next((c for c in cli.trainer.callbacks if isinstance(c, DepthPredictionWriter)), None)
     if cli.subcommand == "predict" and writer is not None and writer.failed:
