@@ -466,3 +466,20 @@ def test_token_grid_of_full_at_2k():
     full = FlashDepth("full", device="meta")
     assert full.mamba_token_grid(1148, 2044) == (16, 29)  # 464 tokens (reference §2.3)
     assert full.mamba_token_grid(1078, 1918) == (15, 27)  # the stage-2 training crop
+
+
+def test_temporal_off_predicts_each_frame_alone():
+    """``temporal=False`` (the ablation): frames are independent, the state passes through, Mamba is frozen."""
+    torch.manual_seed(0)
+    model = FlashDepth("s", **TINY, temporal=False).eval()
+    perturb_zero_inits(model)  # a trained temporal module would change the output, if it ran
+    x = video(b=1, t=3)
+    with torch.no_grad():
+        clip, state = model(x)
+        alone = torch.cat([model(x[:, i : i + 1])[0] for i in range(3)], dim=1)
+    torch.testing.assert_close(clip, alone)
+    assert all(not p.requires_grad for p in model.mamba.parameters())
+    assert model.param_groups_by_module()["mamba"] == []
+    assert state.frames_seen == 3
+    on = FlashDepth("s", **TINY).eval()
+    on.load_state_dict(model.state_dict())  # same keys either way: checkpoints load in both settings

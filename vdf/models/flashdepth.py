@@ -356,6 +356,9 @@ class FlashDepth(nn.Module):
         mamba_stage: DPT stage after which the temporal module runs (0 = after ``refinenet4``,
             1 = ``refinenet3``, 2 = ``refinenet2``, 3 = ``refinenet1``); default 3 for L, 1 for S/Full.
         num_mamba_layers: Mamba blocks (4).
+        temporal: run the temporal module (True). ``False`` is the ablation without it: the
+            module is still built (so checkpoints load either way) but skipped and frozen, each
+            frame is then predicted alone, and the recurrent state is passed through unchanged.
         mamba_d_state, mamba_d_conv: Mamba2 state size (256) and conv width (4).
         mamba_expand, mamba_headdim: Mamba2 width factor and head width; default by the official
             rule (2 / 64, or 4 / 32 when ``features == 64``). Set for tiny widths.
@@ -395,6 +398,7 @@ class FlashDepth(nn.Module):
         out_channels: Sequence[int] | None = None,
         mamba_stage: int | None = None,
         num_mamba_layers: int = 4,
+        temporal: bool = True,
         mamba_d_state: int = 256,
         mamba_d_conv: int = 4,
         mamba_expand: int | None = None,
@@ -456,6 +460,9 @@ class FlashDepth(nn.Module):
                 expand=mamba_expand,
                 headdim=mamba_headdim,
             )
+        self.temporal = bool(temporal)
+        if not self.temporal:
+            self.mamba.requires_grad_(False)
         self.teacher_resolution = int(teacher_resolution)
         if self.hybrid:
             self.teacher_model = DepthAnythingV2(
@@ -600,7 +607,7 @@ class FlashDepth(nn.Module):
         def hook(stage: int, path: torch.Tensor) -> torch.Tensor:
             if stage == 0 and context is not None:
                 path = self.hybrid_fusion(path, context)  # replaces the student's path_4
-            if stage == self.mamba_stage:
+            if self.temporal and stage == self.mamba_stage:
                 c, ph, pw = path.shape[1:]
                 out, new = self.mamba(path.reshape(b, t, c, ph, pw), state.mamba)
                 carried.append(new)
@@ -609,7 +616,8 @@ class FlashDepth(nn.Module):
 
         path_1 = self.depth_head.fuse(layers, hook)
         disparity = F.relu(self.depth_head.head(path_1, patch_hw))
-        return disparity.reshape(b, t, 1, h, w), FlashDepthState(carried[0], state.frames_seen + t)
+        mamba_state = carried[0] if carried else state.mamba
+        return disparity.reshape(b, t, 1, h, w), FlashDepthState(mamba_state, state.frames_seen + t)
 
     def step(
         self, frame: torch.Tensor, state: FlashDepthState | None = None
