@@ -1,0 +1,352 @@
+"""ChronoDepth as a configuration of the latent-diffusion core, and the SlidingWindowContext strategy."""
+
+import math
+import os
+
+import pytest
+import torch
+import yaml
+
+from vdf.diffusion import EDM, DepthMinMax, LogNormalSigma
+from vdf.diffusion.sampler import EulerSampler
+from vdf.inference import SlidingWindowContext
+from vdf.inference.sliding_context import window_schedule
+from vdf.models.convert import StateDictMismatchError
+from vdf.models.svd import CLIPFrameEmbedder, SVDCondition, SVDDepthDenoiser, SVDUNet, SVDVAE
+from vdf.tasks import LatentDiffusionTask
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNET_SIZES = dict(block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4),
+                  cross_attention_dim=32, addition_time_embed_dim=8)
+
+
+def tiny_chronodepth(seed: int = 0, **task_args) -> LatentDiffusionTask:
+    """ChronoDepth's conventions on a tiny random SVD (as configs/tiny/chronodepth*.yaml)."""
+    torch.manual_seed(seed)
+    denoiser = SVDDepthDenoiser(
+        unet=SVDUNet(**UNET_SIZES),
+        vae=SVDVAE(block_out_channels=(32, 32), layers_per_block=1, chunk_size=4),
+        image_encoder=CLIPFrameEmbedder(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, patch_size=8, image_size=32, projection_dim=32,
+                                        black_image=True),
+        video_first=True, video_latent_sample=True, video_latent_scaled=True, noise_aug_strength=0.0,
+        fps_id=6, motion_bucket_id=127, noise_aug_id=0.0, clamp_channels=False,
+    )
+    args = dict(objective=EDM(sigma_sampler=LogNormalSigma(0.7, 1.6)), normalization=DepthMinMax(),
+                per_frame_levels=True, steps=2)
+    args.update(task_args)
+    return LatentDiffusionTask(denoiser, **args).eval()
+
+
+def frames(n: int, h: int = 16, w: int = 16, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, h, w, generator=g) for _ in range(n)]
+
+
+def spy_unet(task: LatentDiffusionTask, record: list, arg: str = "timestep") -> None:
+    """Record the ``sample`` or ``timestep`` argument of every call of the task's `SVDUNet`."""
+    forward = task.denoiser.unet.forward
+
+    def spy(sample, timestep, *args, **kwargs):
+        record.append(timestep if arg == "timestep" else sample)
+        return forward(sample, timestep, *args, **kwargs)
+
+    task.denoiser.unet.forward = spy
+
+
+# -- training: one σ per frame reaches the UNet -------------------------------------------------
+
+
+def test_per_frame_sigma_reaches_the_unet_per_frame():
+    task = tiny_chronodepth().train()
+    levels, timesteps, projected = [], [], []
+    sample_levels = task.objective.sample_levels
+
+    def spy_levels(shape, **kwargs):
+        out = sample_levels(shape, **kwargs)
+        levels.append(out)
+        return out
+
+    task.objective.sample_levels = spy_levels
+    spy_unet(task, timesteps)
+    task.denoiser.unet.unet.time_proj.register_forward_hook(lambda m, args, out: projected.append(args[0]))
+
+    b, t = 2, 4
+    depth = torch.rand(b, t, 1, 16, 16) * 10 + 1
+    batch = {"video": torch.rand(b, t, 3, 16, 16), "depth": depth, "valid": torch.ones_like(depth, dtype=torch.bool)}
+    loss = task.training_loss(batch)
+    assert torch.isfinite(loss)
+    (sigma,), (timestep,), (flat,) = levels, timesteps, projected
+    assert sigma.shape == (b, t) and timestep.shape == (b, t)
+    assert torch.allclose(timestep, 0.25 * sigma.log())  # c_noise of each frame's own σ
+    assert len(set(timestep.flatten().tolist())) == b * t  # independent per frame
+    assert torch.allclose(flat, timestep.reshape(b * t))  # time_proj sees one value per frame
+
+
+def test_clip_levels_without_per_frame_levels_are_shared_by_the_frames():
+    task = tiny_chronodepth(per_frame_levels=False).train()
+    timesteps = []
+    spy_unet(task, timesteps)
+    depth = torch.rand(1, 3, 1, 16, 16) + 1
+    task.training_loss({"video": torch.rand(1, 3, 3, 16, 16), "depth": depth, "valid": depth > 0})
+    assert len(set(timesteps[0].flatten().tolist())) == 1
+
+
+def test_chronodepth_conventions_black_frame_clip_rgb_first():
+    task = tiny_chronodepth()
+    video = torch.rand(1, 2, 3, 16, 16)
+    cond = task.condition(video, torch.Generator().manual_seed(0))
+    black = task.denoiser.image_encoder.encoder(
+        pixel_values=task.denoiser.image_encoder.preprocess(torch.zeros(1, 3, 16, 16))).image_embeds
+    assert torch.allclose(cond.embeddings[0, 0, 0], black[0], atol=1e-5)
+    assert torch.allclose(cond.embeddings[0, 1], cond.embeddings[0, 0])
+    assert cond.added_time_ids.tolist() == [[6.0, 127.0, 0.0]]
+    seen = []
+    spy_unet(task, seen, arg="sample")
+    task.denoiser(torch.zeros(1, 2, 4, 8, 8), torch.zeros(1, 2), cond)
+    assert torch.equal(seen[0][:, :, :4], cond.video_latents)  # RGB latents first
+
+
+def test_tiny_chronodepth_overfits_one_batch():
+    task = tiny_chronodepth(seed=1).train()
+    task.denoiser.unet.requires_grad_(True)
+    depth = torch.rand(1, 2, 1, 16, 16) * 5 + 1
+    batch = {"video": torch.rand(1, 2, 3, 16, 16), "depth": depth, "valid": depth > 0}
+    opt = torch.optim.Adam(task.denoiser.unet.parameters(), lr=2e-3)
+
+    def fixed_loss():
+        torch.manual_seed(123)
+        return task.training_loss(batch)
+
+    with torch.no_grad():
+        before = float(fixed_loss())
+    for _ in range(10):
+        opt.zero_grad()
+        fixed_loss().backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(fixed_loss())
+    assert after < 0.8 * before
+
+
+# -- SlidingWindowContext: schedule, context frames, streaming ----------------------------------
+
+
+class RecordingLatentModel:
+    """A fast latent model: the real EDM and Euler sampler around a tiny fake network.
+
+    Each frame's video latent carries its index, so the calls to ``denoise`` tell which frames a
+    window held; the fake network records the timesteps it was shown.
+    """
+
+    def __init__(self, steps: int = 2, chunk: int = 3):
+        self.objective = EDM()
+        self.sampler = EulerSampler()
+        self.steps = steps
+        self.device = torch.device("cpu")
+        self.decode_chunk_size = chunk
+        self.calls: list[dict] = []
+        self.conditioned = 0
+
+    def generator(self, offset=0):
+        return torch.Generator().manual_seed(offset)
+
+    def noise_like(self, shape, generator=None):
+        return torch.randn(shape, generator=generator)
+
+    def condition(self, video, generator=None):
+        b, t = video.shape[:2]
+        index = torch.arange(self.conditioned, self.conditioned + t, dtype=torch.float32)
+        self.conditioned += t
+        latents = index.view(1, t, 1, 1, 1).expand(b, t, 4, 2, 2).clone()
+        return SVDCondition(latents, torch.zeros(b, t, 1, 8), None)
+
+    def denoise(self, cond, x, fixed=None, fixed_latents=None, position_ids=None, extra=None, steps=None):
+        timesteps = []
+
+        def net(inp, timestep):
+            timesteps.append(timestep.clone())
+            return 0.1 * inp + 0.01 * cond.video_latents
+
+        levels = self.objective.schedule(steps or self.steps)
+        out = self.sampler(net, self.objective, x, levels, fixed, fixed_latents)
+        self.calls.append(dict(frames=cond.video_latents[0, :, 0, 0, 0].long().tolist(), fixed=fixed,
+                               x=x.clone(), out=out.clone(), timesteps=timesteps))
+        return out
+
+    def decode(self, latents):
+        return latents.mean(dim=2, keepdim=True).repeat_interleave(4, -1).repeat_interleave(4, -2)
+
+
+REFERENCE_23 = [(0, 10), (5, 15), (10, 20), (13, 23)]
+
+
+def test_window_schedule_matches_chronodepth_n23():
+    assert [(s, e) for s, _, e in window_schedule(23, 10, 5)] == REFERENCE_23
+    assert [c - s for s, c, _ in window_schedule(23, 10, 5)] == [0, 5, 5, 7]
+    assert window_schedule(7, 10, 5) == [(0, 0, 7)]
+    assert window_schedule(0) == []
+    assert window_schedule(12, 10, 5) == [(0, 0, 10), (2, 10, 12)]
+    assert window_schedule(20, 10, 5) == [(0, 0, 10), (5, 10, 15), (10, 15, 20)]
+
+
+@pytest.mark.parametrize("n,window,stride", [(23, 10, 5), (11, 10, 5), (12, 10, 5), (20, 10, 5), (9, 4, 3),
+                                             (7, 3, 1), (8, 4, 4)])
+def test_sliding_window_calls_follow_the_schedule(n, window, stride):
+    model = RecordingLatentModel()
+    out = list(SlidingWindowContext(window, stride)(model, frames(n, 8, 8)))
+    assert len(out) == n and out[0].shape == (1, 8, 8)
+    schedule = window_schedule(n, window, stride)
+    assert [c["frames"] for c in model.calls] == [list(range(s, e)) for s, _, e in schedule]
+    for call, (s, cur, e) in zip(model.calls, schedule):
+        if cur == s:
+            assert call["fixed"] is None
+        else:
+            assert call["fixed"][0].tolist() == [True] * (cur - s) + [False] * (e - cur)
+
+
+def test_context_frames_are_final_latents_held_fixed_and_shown_at_context_level():
+    model = RecordingLatentModel(steps=3)
+    list(SlidingWindowContext(10, 5)(model, frames(23, 8, 8)))
+    final: dict[int, torch.Tensor] = {}
+    context_timestep = float(model.objective.timestep(torch.tensor(model.objective.context_level)))
+    assert context_timestep == pytest.approx(-4.0)  # ChronoDepth's sigma_epsilon
+    sigmas = model.objective.schedule(3)[:-1]
+    for k, call in enumerate(model.calls):
+        n_ctx = 0 if call["fixed"] is None else int(call["fixed"].sum())
+        for j, f in enumerate(call["frames"][:n_ctx]):
+            # the clean latents an earlier window produced, unchanged in and out
+            assert torch.equal(call["x"][0, j], final[f]) and torch.equal(call["out"][0, j], final[f])
+        for step, ts in enumerate(call["timesteps"]):
+            assert ts.shape == (1, len(call["frames"]))
+            assert torch.allclose(ts[0, :n_ctx], torch.full((n_ctx,), context_timestep))
+            assert torch.allclose(ts[0, n_ctx:], 0.25 * sigmas[step].log().expand(len(call["frames"]) - n_ctx))
+        for j, f in enumerate(call["frames"][n_ctx:], start=n_ctx):
+            assert f not in final  # every frame is denoised once
+            final[f] = call["out"][0, j]
+    assert sorted(final) == list(range(23))
+
+
+class CountingIterator:
+    def __init__(self, items):
+        self.items, self.pulled = items, 0
+
+    def __iter__(self):
+        for item in self.items:
+            self.pulled += 1
+            yield item
+
+
+def test_sliding_window_streams_holding_at_most_a_window():
+    model = RecordingLatentModel(chunk=2)
+    source = CountingIterator(frames(40, 8, 8))
+    stream = SlidingWindowContext(10, 5)(model, source)
+    first = next(stream)
+    assert first.shape == (1, 8, 8) and source.pulled <= 10 + 5
+    rest = list(stream)
+    assert len(rest) == 39 and max(len(c["frames"]) for c in model.calls) == 10
+
+
+@pytest.mark.parametrize("n", [1, 5, 10, 11, 23])
+def test_one_output_per_input_frame(n):
+    model = RecordingLatentModel()
+    assert len(list(SlidingWindowContext(10, 5)(model, frames(n, 8, 8)))) == n
+    assert sum(len(c["frames"]) - (0 if c["fixed"] is None else int(c["fixed"].sum())) for c in model.calls) == n
+
+
+@pytest.mark.parametrize("n", [1, 11])
+def test_one_output_per_input_frame_on_the_tiny_model(n, shared_task):
+    out = list(SlidingWindowContext(10, 5)(shared_task, frames(n)))
+    assert len(out) == n and all(o.shape == (1, 16, 16) for o in out)
+    assert all(torch.isfinite(o).all() for o in out)
+
+
+@pytest.fixture(scope="module")
+def shared_task():
+    return tiny_chronodepth(seed=2)
+
+
+def test_a_single_window_equals_the_plain_clip_forward(shared_task):
+    video = torch.stack(frames(6, seed=3))
+    expected = shared_task(video[None])[0]
+    got = torch.stack(list(SlidingWindowContext(10, 5)(shared_task, iter(video))))
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_output_is_the_models_decode_without_video_min_max():
+    model = RecordingLatentModel()
+    out = torch.stack(list(SlidingWindowContext(4, 2)(model, frames(9, 8, 8))))
+    finals = torch.cat([c["out"][0, (0 if c["fixed"] is None else int(c["fixed"].sum())):] for c in model.calls])
+    assert torch.allclose(out, model.decode(finals[None])[0])
+
+
+def test_sliding_window_rejects_models_without_denoise_and_bad_arguments():
+    class ClipOnly:
+        def predict_clip(self, video):
+            return video[:, :, :1]
+
+    with pytest.raises(TypeError, match="not a latent diffusion model"):
+        list(SlidingWindowContext()(ClipOnly(), frames(3)))
+    with pytest.raises(ValueError):
+        SlidingWindowContext(window=4, stride=5)
+    with pytest.raises(ValueError):
+        SlidingWindowContext(window=4, stride=0)
+
+
+# -- weights: ChronoDepth's UNet folder (diffusers format) --------------------------------------
+
+
+def test_svd_unet_loads_a_save_pretrained_folder_strictly(tmp_path):
+    from diffusers import UNetSpatioTemporalConditionModel
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    reference = SVDUNet(**UNET_SIZES).unet
+    reference.save_pretrained(tmp_path / "unet")
+    assert isinstance(reference, UNetSpatioTemporalConditionModel)
+    loaded = SVDUNet(pretrained=str(tmp_path / "unet"))
+    for (name, a), (_, b) in zip(reference.state_dict().items(), loaded.unet.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    weights = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    missing = "down_blocks.0.attentions.0.temporal_transformer_blocks.0.attn1.to_q.weight"
+    del state[missing]
+    save_file(state, str(weights))
+    with pytest.raises(StateDictMismatchError, match="temporal_transformer_blocks.0.attn1.to_q.weight"):
+        SVDUNet(pretrained=str(tmp_path / "unet"))
+    with pytest.raises(FileNotFoundError, match="ChronoDepth-v1"):
+        SVDUNet(pretrained=str(tmp_path / "nowhere"))
+
+
+# -- configs: the full recipes and their tiny twins agree on ChronoDepth's conventions ------------
+
+
+def _load(name):
+    with open(os.path.join(ROOT, "configs", name)) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("name", ["chronodepth_stage1.yaml", "chronodepth_stage2.yaml", "chronodepth.yaml"])
+def test_full_and_tiny_configs_share_the_recipe(name):
+    full, tiny = _load(name), _load(os.path.join("tiny", name))
+    f, t = full["model"]["init_args"], tiny["model"]["init_args"]
+    drop = {"unet", "vae", "image_encoder"}
+    assert {k: v for k, v in f["denoiser"]["init_args"].items() if k not in drop} == \
+        {k: v for k, v in t["denoiser"]["init_args"].items() if k not in drop}
+    assert f["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
+    assert t["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
+    for key in ("objective", "normalization", "per_frame_levels"):
+        assert f[key] == t[key], key
+    assert f["strategy"]["class_path"] == t["strategy"]["class_path"] == "vdf.inference.SlidingWindowContext"
+    assert f["strategy"]["init_args"] == {"window": 10, "stride": 5} and f["steps"] == 5
+    callbacks = lambda c: [cb["init_args"] for cb in c["trainer"].get("callbacks", [])]  # noqa: E731
+    assert callbacks(full) == callbacks(tiny)
+    if name != "chronodepth.yaml":
+        assert f["lr"] == 3.0e-5
+        assert full["data"]["num_frames"] == tiny["data"]["num_frames"]
+        assert tiny["data"]["num_frames"] == ([1] if "stage1" in name else [1, 2, 3, 4, 5])
+    for config in (tiny,):
+        text = yaml.safe_dump(config)
+        assert "pretrained" not in text and "init_checkpoint" not in text
+    assert math.isclose(EDM().context_level, math.exp(-16))
