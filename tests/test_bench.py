@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from vdf.bench import BenchSettings, _current_rss, _reset_peak_rss, _status_kb, main
+from vdf.bench import BenchSettings, build_model, _current_rss, _reset_peak_rss, _status_kb, main
 from vdf.cli import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,3 +77,18 @@ def test_peak_rss_counter_resets():
     assert _current_rss() > 0
     if _reset_peak_rss():
         assert _status_kb("VmHWM") * 1024 <= _current_rss() * 1.05 + 4096
+
+
+def test_weight_files_are_ignored_by_default():
+    from vdf.bench import weight_file_overrides
+
+    import yaml
+
+    flag, extra = weight_file_overrides([os.path.join(ROOT, "configs", "flashdepth.yaml")])
+    assert flag == "--config"
+    nulls = yaml.safe_load(extra)["model"]["init_args"]
+    assert nulls["net"]["init_args"] == {"student_checkpoint": None, "teacher_checkpoint": None}
+    assert "gradient_checkpointing" not in nulls, "flags are not weight files"
+    model = build_model(["--config", os.path.join(ROOT, "configs", "dav2.yaml"),
+                         *weight_file_overrides([os.path.join(ROOT, "configs", "dav2.yaml")])])
+    assert type(model).__name__ == "FrameDepthTask", "the paper-scale config builds without its weight file"

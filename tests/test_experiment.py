@@ -50,6 +50,13 @@ def test_tiny_mode_maps_configs_to_their_twins(tmp_path, monkeypatch):
     folder = write_grid(tmp_path / "exp", {"axes": {"m": {"dav2": "configs/dav2.yaml"}}, "stages": [{"name": "t", "command": "test"}]})
     assert Experiment(str(folder), tiny=True).resolve_config("configs/dav2.yaml") == os.path.join("configs", "tiny", "dav2.yaml")
     assert Experiment(str(folder), tiny=False).resolve_config("configs/dav2.yaml") == "configs/dav2.yaml"
+    # From elsewhere, configs/ is found above an experiment folder inside the repository.
+    inside = write_grid(tmp_path / "repo" / "experiments" / "e", {"axes": {"m": {"x": {}}}})
+    (tmp_path / "repo" / "configs" / "tiny").mkdir(parents=True)
+    (tmp_path / "repo" / "configs" / "a.yaml").write_text("{}")
+    (tmp_path / "repo" / "configs" / "tiny" / "a.yaml").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert Experiment(str(inside), tiny=True).resolve_config("configs/a.yaml") == str(tmp_path / "repo" / "configs" / "tiny" / "a.yaml")
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         Experiment(str(folder)).resolve_config("configs/missing.yaml")
 
@@ -136,3 +143,18 @@ def test_errors_name_the_problem(tmp_path):
     folder = write_grid(tmp_path / "f", {"axes": {"a": {"x": {}}}, "stages": [{"name": "s", "command": "train"}]})
     with pytest.raises(ValueError, match="command must be one of"):
         Experiment(str(folder))
+
+
+def test_publish_fills_the_docs_page_and_copies_plots(tmp_path):
+    docs = tmp_path / "docs" / "recipes"
+    docs.mkdir(parents=True)
+    page = docs / "toy.md"
+    page.write_text("# Toy\n\n<!-- results:tiny:start -->\nold\n<!-- results:tiny:end -->\n\nafter\n")
+    folder = write_grid(tmp_path / "experiments" / "toy", {
+        "page": str(page), "base": [DAV2], "axes": {"m": {"a": {}}},
+        "stages": [{"name": "test", "command": "test", "args": FAST}],
+    })
+    run(["experiment", str(folder), "--tiny", "--output", str(tmp_path / "out"), "--publish"])
+    text = page.read_text()
+    assert "old" not in text and "| m | AbsRel ↓ |" in text and text.endswith("after\n")
+    assert (tmp_path / "docs" / "assets" / "toy" / "tiny" / "abs_rel_vs_fps.png").read_bytes()[:8] == PNG

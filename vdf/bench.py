@@ -2,10 +2,11 @@
 
     vdf bench configs/dav2.yaml configs/flashdepth.yaml --height 518 --width 924 --frames 64 --output bench.json
 
-Each config is a ``vdf fit`` config (parsed exactly as ``vdf`` parses it, model section only used);
+Each config is a ``vdf fit`` config (parsed exactly as ``vdf`` parses it, model section only used;
+the weight files it names are ignored unless ``--no_random_weights``);
 ``--strategy`` replaces the config's long-video strategy (one for all, or one per config, ``default``
 keeps the config's). Every model streams the same video (a synthetic-world episode, or random
-frames) through ``model.strategy`` with random weights (speed does not depend on them).
+frames) through ``model.strategy``.
 
 Measurement:
 
@@ -171,6 +172,47 @@ def _strategy_value(strategy: str) -> str:
     if isinstance(value, dict):
         return json.dumps(value)
     return strategy
+
+
+def weight_file_overrides(config_paths: list[str]) -> list[str]:
+    """Arguments setting to null every weight file the configs name under ``model`` (keys
+    containing ``checkpoint`` with a string value, or values under ``checkpoints/``): speed does
+    not depend on the weights, and a benchmark should not need them downloaded.
+
+    The nulls go in as one more ``--config`` (a YAML string), which merges into nested
+    ``init_args`` exactly like a config file.
+    """
+    nulls: dict[str, Any] = {}
+    found = False
+
+    def walk(node: Any, out: dict[str, Any]) -> bool:
+        hit = False
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str) and ("checkpoint" in str(key) or value.startswith("checkpoints/")):
+                    out[key] = None
+                    hit = True
+                elif isinstance(value, dict):
+                    sub: dict[str, Any] = {}
+                    if walk(value, sub):
+                        out[key] = sub
+                        hit = True
+        return hit
+
+    for path in config_paths:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        model: dict[str, Any] = {}
+        if walk(data.get("model"), model):
+            found = True
+            nulls = _deep_merge(nulls, model)
+    return ["--config", yaml.safe_dump({"model": nulls})] if found else []
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _strategy_name(strategy: str) -> str:
@@ -395,7 +437,9 @@ def to_markdown(results: list[BenchResult], settings: BenchSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _specs(configs: list[str], strategies: list[str] | None, names: list[str] | None) -> list[BenchSpec]:
+def _specs(
+    configs: list[str], strategies: list[str] | None, names: list[str] | None, random_weights: bool = True
+) -> list[BenchSpec]:
     for path in configs:
         if not Path(path).is_file():
             raise FileNotFoundError(f"config file not found: {path!r}")
@@ -408,6 +452,8 @@ def _specs(configs: list[str], strategies: list[str] | None, names: list[str] | 
         strategy = None if not strategies else strategies[0 if len(strategies) == 1 else i]
         strategy = None if strategy in (None, "default") else strategy
         args = ["--config", path]
+        if random_weights:
+            args += weight_file_overrides([path])
         if strategy is not None:
             args += ["--model.init_args.strategy", _strategy_value(strategy)]
         name = names[i] if names else Path(path).stem + (f" + {_strategy_name(strategy)}" if strategy else "")
@@ -422,10 +468,11 @@ def bench(
     settings: BenchSettings | None = None,
     isolate: bool = True,
     output: Optional[str] = None,
+    random_weights: bool = True,
 ) -> dict[str, Any]:
     """Measure ``configs`` side by side; print a markdown table; write JSON to ``output``."""
     settings = settings or BenchSettings()
-    specs = _specs(configs, strategy, names)
+    specs = _specs(configs, strategy, names, random_weights)
     check_settings(settings)
     results = measure(specs, settings, isolate=isolate)
     table = to_markdown(results, settings)
@@ -472,12 +519,19 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch intra-op threads")
     parser.add_argument("--isolate", action=ActionYesNo, default=True, help="one worker process per model (sound CPU memory peaks)")
     parser.add_argument("--output", type=Optional[str], default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--random_weights", action=ActionYesNo, default=True,
+        help="ignore the weight files the configs name (speed does not depend on them); --no_random_weights loads them",
+    )
     cfg = parser.parse_args(args)
     settings = BenchSettings(
         height=cfg.height, width=cfg.width, frames=cfg.frames, warmup=cfg.warmup, repeats=cfg.repeats,
         device=cfg.device, bf16=cfg.bf16, compile=cfg.compile, video=cfg.video, threads=cfg.threads,
     )
-    return bench(cfg.configs, cfg.strategy, cfg.names, settings, isolate=cfg.isolate, output=cfg.output)
+    return bench(
+        cfg.configs, cfg.strategy, cfg.names, settings, isolate=cfg.isolate, output=cfg.output,
+        random_weights=cfg.random_weights,
+    )
 
 
 if __name__ == "__main__":

@@ -174,24 +174,33 @@ class Experiment:
         self._done: dict[str, dict[str, Any]] = {}
 
     # -- paths ----------------------------------------------------------------------------------
+    def _find(self, path: str) -> Optional[str]:
+        """``path`` relative to the experiment folder, the working directory, or a folder above
+        the experiment (the repository root holding ``configs/``), first found."""
+        candidates = [self.folder / path, Path(path), *(parent / path for parent in self.folder.resolve().parents)]
+        for candidate in candidates:
+            if candidate.is_file():
+                return str(candidate)
+        return None
+
     def resolve_config(self, path: str) -> str:
-        """A config path: relative to the experiment folder if it exists there, else as given
-        (the working directory, normally the repository root); in tiny mode, its tiny twin."""
+        """A config file of the grid (see `_find`); in tiny mode its tiny twin: the ``tiny.configs``
+        mapping, else ``configs/tiny/<name>.yaml`` for ``configs/<name>.yaml`` where it exists."""
         if self.tiny:
             mapped = (self.tiny_section.get("configs") or {}).get(path)
             if mapped is not None:
                 path = mapped
             else:
                 p = Path(path)
-                twin = p.parent / "tiny" / p.name
-                if p.parent.name == "configs" and (twin.is_file() or (self.folder / twin).is_file()):
-                    path = str(twin)
-        local = self.folder / path
-        if local.is_file():
-            return str(local)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config file not found: {path!r} (looked in {str(self.folder)!r} and the working directory)")
-        return path
+                twin = str(p.parent / "tiny" / p.name)
+                if p.parent.name == "configs" and self._find(twin):
+                    path = twin
+        found = self._find(path)
+        if found is None:
+            raise FileNotFoundError(
+                f"config file not found: {path!r} (looked in {str(self.folder)!r}, the working directory and above the folder)"
+            )
+        return found
 
     def stage_list(self, cell: Cell) -> list[dict[str, Any]]:
         if cell.overlay.stages is None:
@@ -435,6 +444,31 @@ class Experiment:
         writer.writerows(rows)
         (self.output / "results.csv").write_text(buffer.getvalue())
 
+    def publish(self) -> Path:
+        """Copy ``results.md`` into the grid's docs ``page`` (between ``<!-- results:MODE:start -->``
+        and ``<!-- results:MODE:end -->``) and the plots to ``docs/assets/<folder>/<mode>/``."""
+        import shutil
+
+        page_name = self.grid.get("page")
+        page = self._find(page_name) if page_name else None
+        if page is None:
+            raise FileNotFoundError(f"--publish needs the grid's `page:` (a docs page); got {page_name!r}")
+        mode = "tiny" if self.tiny else "full"
+        start, end = f"<!-- results:{mode}:start -->", f"<!-- results:{mode}:end -->"
+        text = Path(page).read_text()
+        if start not in text or end not in text:
+            raise ValueError(f"{page} has no {start} ... {end} block to fill")
+        table = (self.output / "results.md").read_text().strip()
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        Path(page).write_text(f"{head}{start}\n{table}\n{end}{tail}")
+        docs = next((p for p in Path(page).resolve().parents if p.name == "docs"), Path(page).resolve().parent)
+        assets = docs / "assets" / self.folder.resolve().name / mode
+        assets.mkdir(parents=True, exist_ok=True)
+        for png in self.output.glob("*.png"):
+            shutil.copy(png, assets / png.name)
+        return Path(page)
+
     def write_plots(self, records: list[dict[str, Any]]) -> list[Path]:
         import matplotlib
 
@@ -524,6 +558,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Optional[str], default=None, help="where cells, tables and plots go (default FOLDER/results/{tiny,full})")
     parser.add_argument("--cells", type=Optional[list[str]], default=None, help="run only these cell ids")
     parser.add_argument("--list", action=ActionYesNo, default=False, help="print the cells and their stage commands, run nothing")
+    parser.add_argument("--publish", action=ActionYesNo, default=False, help="copy the table and plots into the grid's docs page")
     cfg = parser.parse_args(args)
     experiment = Experiment(cfg.folder, tiny=cfg.tiny, output=cfg.output, only=cfg.cells)
     if cfg.list:
@@ -536,6 +571,8 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         return {"cells": [c.id for c in experiment.cells]}
     records = experiment.run()
     print((experiment.output / "results.md").read_text())
+    if cfg.publish:
+        print(f"published to {experiment.publish()}")
     return {"records": records, "counts": experiment.counts, "output": str(experiment.output)}
 
 
