@@ -8,11 +8,12 @@ import pytest
 import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from safetensors.torch import save_file
-from test_rope import TINY_UNET, tiny_inputs, unet_forward
+from test_rope import TINY_UNET, tiny_inputs
 
 from vdf.models.convert import StateDictMismatchError
 from vdf.models.dav import DAV_HF_REPO, build_dav_unet, expand_conv_in, load_dav_unet, read_unet_state_dict
 from vdf.models.rope import RopeTransformerSpatioTemporalModel
+from vdf.models.svd import svd_unet_forward
 
 # DAV's unet/config.json layout: its own class name, diffusers bookkeeping, lists instead of tuples.
 DAV_CONFIG = {
@@ -52,7 +53,7 @@ def write_folder(folder, config, state_dict, name="diffusion_pytorch_model.safet
 def run(unet, sample, position_ids=None):
     _, t, ctx, _ = tiny_inputs(batch=sample.shape[0], frames=sample.shape[1])
     with torch.no_grad():
-        return unet_forward(unet, sample, t, ctx, None, position_ids)
+        return svd_unet_forward(unet, sample, t, ctx, None, position_ids)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from vdf.models.rope import (
     rope_angles,
     temporal_positions,
 )
+from vdf.models.svd import svd_unet_forward
 
 # Two levels, head dim 16 everywhere (32/2, 64/4), one spatio-temporal transformer per cross-attn block.
 TINY_UNET = dict(
@@ -35,37 +36,6 @@ TINY_UNET = dict(
     num_attention_heads=(2, 4),
     num_frames=8,
 )
-
-
-def unet_forward(unet, sample, timestep, encoder_hidden_states, added_time_ids=None, position_ids=None):
-    """diffusers' top-level UNetSpatioTemporalConditionModel loop, skipping the added-time embedding
-    when ``unet.add_embedding`` is None, with RoPE positions set for the call.
-
-    sample ``(B,F,C,h,w)``, timestep ``(B,)``, encoder_hidden_states ``(B,N,D)``, added_time_ids
-    ``(B,k)`` or None, position_ids ``(B,F)`` or None. Returns ``(B,F,out,h,w)``.
-    """
-    b, f = sample.shape[:2]
-    emb = unet.time_embedding(unet.time_proj(timestep.expand(b)).to(sample.dtype))
-    if unet.add_embedding is not None:
-        ids = unet.add_time_proj(added_time_ids.flatten()).reshape(b, -1).to(emb.dtype)
-        emb = emb + unet.add_embedding(ids)
-    emb = emb.repeat_interleave(f, dim=0)
-    context = encoder_hidden_states.repeat_interleave(f, dim=0)
-    x = unet.conv_in(sample.flatten(0, 1))
-    indicator = torch.zeros(b, f, dtype=x.dtype)
-    with temporal_positions(unet, position_ids):
-        skips = (x,)
-        for block in unet.down_blocks:
-            kw = dict(encoder_hidden_states=context) if getattr(block, "has_cross_attention", False) else {}
-            x, res = block(hidden_states=x, temb=emb, image_only_indicator=indicator, **kw)
-            skips += res
-        x = unet.mid_block(hidden_states=x, temb=emb, encoder_hidden_states=context, image_only_indicator=indicator)
-        for block in unet.up_blocks:
-            res, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
-            kw = dict(encoder_hidden_states=context) if getattr(block, "has_cross_attention", False) else {}
-            x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=res, image_only_indicator=indicator, **kw)
-    x = unet.conv_out(unet.conv_act(unet.conv_norm_out(x)))
-    return x.reshape(b, f, *x.shape[1:])
 
 
 def tiny_unet(seed: int = 0, **overrides) -> UNetSpatioTemporalConditionModel:
@@ -266,17 +236,17 @@ def test_unet_output_is_invariant_to_a_common_shift_of_positions(rope_unet):
     sample, t, ctx, ids = tiny_inputs(frames=4)
     pos = torch.tensor([[0, 2, 5, 6]])
     with torch.no_grad():
-        a = unet_forward(rope_unet, sample, t, ctx, ids, pos)
-        b = unet_forward(rope_unet, sample, t, ctx, ids, pos + 40)
+        a = svd_unet_forward(rope_unet, sample, t, ctx, ids, pos)
+        b = svd_unet_forward(rope_unet, sample, t, ctx, ids, pos + 40)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_frame_dropout_positions_change_the_output(rope_unet):
     sample, t, ctx, ids = tiny_inputs(frames=3)
     with torch.no_grad():
-        dense = unet_forward(rope_unet, sample, t, ctx, ids, None)
-        arange = unet_forward(rope_unet, sample, t, ctx, ids, torch.arange(3)[None])
-        dropped = unet_forward(rope_unet, sample, t, ctx, ids, torch.tensor([[0, 3, 7]]))
+        dense = svd_unet_forward(rope_unet, sample, t, ctx, ids, None)
+        arange = svd_unet_forward(rope_unet, sample, t, ctx, ids, torch.arange(3)[None])
+        dropped = svd_unet_forward(rope_unet, sample, t, ctx, ids, torch.tensor([[0, 3, 7]]))
     torch.testing.assert_close(dense, arange)
     assert (dropped - dense).abs().max() > 1e-4
 
@@ -285,9 +255,9 @@ def test_positions_via_context_manager_are_reset(rope_unet):
     sample, t, ctx, ids = tiny_inputs(batch=2, frames=3)
     pos = torch.tensor([[0, 3, 7], [4, 5, 9]])
     with torch.no_grad():
-        batched = unet_forward(rope_unet, sample, t, ctx, ids, pos)
+        batched = svd_unet_forward(rope_unet, sample, t, ctx, ids, pos)
         for i in range(2):  # each clip of the batch uses its own positions
-            alone = unet_forward(rope_unet, sample[i : i + 1], t[:1], ctx[i : i + 1], ids[i : i + 1], pos[i : i + 1])
+            alone = svd_unet_forward(rope_unet, sample[i : i + 1], t[:1], ctx[i : i + 1], ids[i : i + 1], pos[i : i + 1])
             torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-5, rtol=1e-4)
     module = _first_rope_module(rope_unet)
     with temporal_positions(rope_unet, pos):
@@ -308,10 +278,10 @@ def test_replacing_the_processors_is_detected():
     sample, t, ctx, ids = tiny_inputs(frames=2)
     unet.set_attn_processor(AttnProcessor2_0())
     with pytest.raises(RuntimeError, match="enable_temporal_rope"):
-        unet_forward(unet, sample, t, ctx, ids)
+        svd_unet_forward(unet, sample, t, ctx, ids)
     enable_temporal_rope(unet)
     with torch.no_grad():
-        unet_forward(unet, sample, t, ctx, ids)
+        svd_unet_forward(unet, sample, t, ctx, ids)
     with pytest.raises(ValueError, match="no TransformerSpatioTemporalModel"):
         enable_temporal_rope(torch.nn.Linear(2, 2))
 
@@ -319,6 +289,6 @@ def test_replacing_the_processors_is_detected():
 def test_gradients_flow_through_rope_attention(rope_unet):
     unet = copy.deepcopy(rope_unet).train()
     sample, t, ctx, ids = tiny_inputs(frames=3)
-    unet_forward(unet, sample, t, ctx, ids, torch.tensor([[0, 3, 7]])).square().mean().backward()
+    svd_unet_forward(unet, sample, t, ctx, ids, torch.tensor([[0, 3, 7]])).square().mean().backward()
     grad = _first_rope_module(unet).temporal_transformer_blocks[0].attn1.to_q.weight.grad
     assert grad is not None and grad.abs().sum() > 0

@@ -2,10 +2,10 @@
 
 from vdf.inference.base import ClipModel, LongVideoStrategy
 from vdf.inference.independent_windows import IndependentWindows
+from vdf.inference.keyframe_interpolation import KeyframeInterpolation
 from vdf.inference.per_frame import PerFrame
 from vdf.inference.segment_stitching import SegmentStitching
-from vdf.inference.sliding_context import SlidingWindowContext
 from vdf.inference.streaming import Streaming
 
-__all__ = ["ClipModel", "IndependentWindows", "LongVideoStrategy", "PerFrame", "SegmentStitching",
-           "SlidingWindowContext", "Streaming"]
+__all__ = ["ClipModel", "IndependentWindows", "KeyframeInterpolation", "LongVideoStrategy", "PerFrame",
+           "SegmentStitching", "Streaming"]

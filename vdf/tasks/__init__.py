@@ -3,7 +3,9 @@
 from vdf.tasks.base import VideoDepthTask
 from vdf.tasks.flashdepth import FlashDepthTask
 from vdf.tasks.frame_depth import FrameDepthTask
+from vdf.tasks.keyframe import KeyframeInterpolationTask
 from vdf.tasks.latent_diffusion import LatentDiffusionTask
 from vdf.tasks.losses import InverseDepthL1Loss, ScaleShiftInvariantLoss
 
-__all__ = ["FlashDepthTask", "FrameDepthTask", "InverseDepthL1Loss", "LatentDiffusionTask", "ScaleShiftInvariantLoss", "VideoDepthTask"]
+__all__ = ["FlashDepthTask", "FrameDepthTask", "InverseDepthL1Loss", "KeyframeInterpolationTask", "LatentDiffusionTask",
+           "ScaleShiftInvariantLoss", "VideoDepthTask"]
