@@ -477,7 +477,7 @@ class Experiment:
 
         written = []
         for metric in self.metrics:
-            points = [(r["fps"], r["metrics"].get(metric), r["id"]) for r in records]
+            points = [(r["fps"], r["metrics"].get(metric), " / ".join(r["labels"].values()) or r["id"]) for r in records]
             points = [p for p in points if p[0] is not None and p[1] is not None]
             if not points:
                 continue
