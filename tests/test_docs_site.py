@@ -1,0 +1,48 @@
+"""The documentation site builds with warnings as errors (`mkdocs build --strict`), as in CI."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _nav_pages(nav) -> list[str]:
+    pages = []
+    for item in nav:
+        value = next(iter(item.values())) if isinstance(item, dict) else item
+        pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+@pytest.mark.skipif(shutil.which("mkdocs") is None and not os.environ.get("CI"), reason="mkdocs not installed")
+def test_mkdocs_build_strict(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert (tmp_path / "site" / "recipes" / "flashdepth_temporal" / "index.html").is_file()
+
+
+def test_every_page_is_in_the_nav():
+    with open(os.path.join(ROOT, "mkdocs.yml")) as f:
+        config = yaml.safe_load(f)
+    in_nav = set(_nav_pages(config["nav"]))
+    docs = os.path.join(ROOT, "docs")
+    pages = {
+        os.path.relpath(os.path.join(d, f), docs).replace(os.sep, "/")
+        for d, _, files in os.walk(docs) for f in files if f.endswith(".md")
+    }
+    assert in_nav - pages == set(), f"nav entries without a page: {sorted(in_nav - pages)}"
+    # Committed pages must be reachable from the nav (pages being written may wait for theirs).
+    listed = subprocess.run(["git", "ls-files", "docs"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode == 0:
+        tracked = {p[len("docs/"):] for p in listed.stdout.split() if p.endswith(".md")}
+        missing = sorted(tracked - in_nav)
+        assert not missing, f"committed pages missing from mkdocs.yml nav: {missing}"
