@@ -5,7 +5,8 @@ from vdf.inference.independent_windows import IndependentWindows
 from vdf.inference.keyframe_interpolation import KeyframeInterpolation
 from vdf.inference.per_frame import PerFrame
 from vdf.inference.segment_stitching import SegmentStitching
+from vdf.inference.sliding_context import SlidingWindowContext
 from vdf.inference.streaming import Streaming
 
 __all__ = ["ClipModel", "IndependentWindows", "KeyframeInterpolation", "LongVideoStrategy", "PerFrame",
-           "SegmentStitching", "Streaming"]
+           "SegmentStitching", "SlidingWindowContext", "Streaming"]
