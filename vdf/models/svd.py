@@ -551,6 +551,8 @@ class SVDDepthDenoiser(nn.Module):
         self.video_first = video_first
         self.time_ids = (fps_id, motion_bucket_id, noise_aug_id)
         self.clamp_channels = clamp_channels
+        #: Frames the UNet has been evaluated on (one per frame per network call), for cost tables.
+        self.frame_evaluations = 0
 
     @property
     def downsample(self) -> int:
@@ -612,6 +614,7 @@ class SVDDepthDenoiser(nn.Module):
         if extra is not None:
             parts.append(extra.to(x.dtype))
         sample = torch.cat(parts, dim=2)
+        self.frame_evaluations += sample.shape[0] * sample.shape[1]
         if sample.shape[2] != self.unet.in_channels:
             raise ValueError(f"the UNet takes {self.unet.in_channels} input channels, got {sample.shape[2]}")
         return self.unet(sample, timestep, cond.embeddings, cond.added_time_ids, position_ids)

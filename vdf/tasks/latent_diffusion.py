@@ -188,6 +188,36 @@ class LatentDiffusionTask(VideoDepthTask):
             return torch.arange(video.shape[1], device=video.device).expand(video.shape[0], -1)
         return frame_index - frame_index[:, :1]
 
+    # -- cost accounting ------------------------------------------------------------------------
+    def _denoisers(self) -> list[SVDDepthDenoiser]:
+        """This model's denoiser and any its strategy holds (the keyframe interpolation network)."""
+        found = [self.denoiser]
+        other = getattr(getattr(self.strategy, "interpolator", None), "denoiser", None)
+        if isinstance(other, SVDDepthDenoiser) and other is not self.denoiser:
+            found.append(other)
+        return found
+
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False) -> dict[str, torch.Tensor]:
+        before = sum(d.frame_evaluations for d in self._denoisers())
+        out = super()._eval_step(batch, dataloader_idx, stream)
+        evaluations = sum(d.frame_evaluations for d in self._denoisers()) - before
+        name = self._eval_names[dataloader_idx]
+        done, frames = self._evaluations.get(name, (0, 0))
+        self._evaluations[name] = (done + evaluations, frames + batch["video"].shape[0] * batch["video"].shape[1])
+        return out
+
+    def _setup_metrics(self, split: str) -> None:
+        super()._setup_metrics(split)
+        self._evaluations: dict[str, tuple[int, int]] = {}
+
+    def _log_metrics(self, split: str) -> None:
+        # UNet evaluations per output frame: sampling steps x frames each step denoises or shows as
+        # context, over the frames predicted (the cost axis of the steps-vs-accuracy tables).
+        for name, (evaluations, frames) in self._evaluations.items():
+            if frames:
+                self.log(f"{split}/{name}/unet_evals_per_frame", evaluations / frames)
+        super()._log_metrics(split)
+
     # -- training -------------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         video, depth, valid = batch["video"], batch["depth"], batch["valid"]
