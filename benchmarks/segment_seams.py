@@ -7,7 +7,9 @@ the whole video; the error of a frame transition ``t-1 -> t`` is the mean absolu
 between the predicted and the true change of disparity, ``|Δpred_t - Δgt_t|`` over valid pixels.
 Seam transitions are those inside or at the end of each overlap (where a new window takes over);
 the others are "interior". A strategy that carries scale across windows has seam errors like its
-interior errors; one that does not shows jumps.
+interior errors; one that does not shows jumps. The scale jump is the mean relative change of the
+least-squares disparity scale between consecutive spans of ``window - overlap`` frames, each
+aligned alone: how far the prediction's scale drifts from one window to the next.
 
     python benchmarks/segment_seams.py --output seams.json
 
@@ -53,6 +55,18 @@ def transition_errors(pred: torch.Tensor, depth: torch.Tensor, max_depth: float)
     return (diff * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp_min(1)
 
 
+def window_scale_jumps(pred: torch.Tensor, depth: torch.Tensor, max_depth: float, stride: int) -> float:
+    """Mean relative change of the least-squares disparity scale between consecutive spans of
+    ``stride`` frames (each span aligned to ground truth alone): how much the prediction's scale
+    drifts from one window to the next."""
+    scales = []
+    for start in range(0, len(pred) - stride + 1, stride):
+        scale, _ = align_disparity(pred[start : start + stride], depth[start : start + stride], max_depth)
+        scales.append(scale)
+    jumps = [abs(b / a - 1) for a, b in zip(scales[:-1], scales[1:]) if a != 0]
+    return sum(jumps) / max(len(jumps), 1)
+
+
 def tiny_model(root: str, epochs: int, ckpt: str | None):
     """The tiny DepthCrafter trained for ``epochs`` x 8 steps, or loaded from ``ckpt``."""
     from vdf.cli import main
@@ -88,7 +102,7 @@ def run(
     }
     results = {}
     for name, strategy in strategies.items():
-        seam_err, inner_err, abs_rel = [], [], []
+        seam_err, inner_err, abs_rel, drift = [], [], [], []
         ov = overlap if "0)" not in name else 0
         seams = seam_transitions(frames, window, ov)
         for i in range(videos):
@@ -102,18 +116,20 @@ def run(
             seam_err.append(errors[mask].mean())
             inner_err.append(errors[~mask].mean())
             abs_rel.append(evaluate_sequence(pred, depth, world.max_depth)["abs_rel"])
+            drift.append(window_scale_jumps(pred, depth, world.max_depth, window - overlap))
         results[name] = {
             "seam_error": float(torch.stack(seam_err).mean()),
             "interior_error": float(torch.stack(inner_err).mean()),
             "abs_rel": float(sum(abs_rel) / len(abs_rel)),
+            "scale_jump": float(sum(drift) / len(drift)),
         }
         results[name]["seam_to_interior"] = results[name]["seam_error"] / results[name]["interior_error"]
     print(f"{videos} synthetic videos of {frames} frames (32x48), tiny DepthCrafter from {ckpt}, {steps} steps\n")
-    print("| strategy | seam error | interior error | seam / interior | AbsRel |")
-    print("|---|---|---|---|---|")
+    print("| strategy | seam error | interior error | seam / interior | scale jump between windows | AbsRel |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['seam_error']:.4f} | {r['interior_error']:.4f} | {r['seam_to_interior']:.2f} | "
-              f"{r['abs_rel']:.3f} |")
+              f"{r['scale_jump']:.3f} | {r['abs_rel']:.3f} |")
     if output:
         Path(output).write_text(json.dumps({"checkpoint": ckpt, "frames": frames, "videos": videos, "steps": steps,
                                             "results": results}, indent=2))
