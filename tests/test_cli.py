@@ -43,3 +43,18 @@ def test_wrong_class_path_is_reported(in_tmp_cwd, capsys):
         main(["fit", "--config", TINY, "--model.class_path", "vdf.tasks.NoSuchTask"])
     assert exit_info.value.code != 0
     assert "NoSuchTask" in capsys.readouterr().err
+
+
+def test_command_line_wins_over_checkpoint_hyperparameters(in_tmp_cwd):
+    """`vdf test --ckpt_path` takes the weights from the checkpoint and the settings from the command line."""
+    fit = main(["fit", "--config", TINY, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+                "--model.init_args.eval_max_depth", "50"])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    cli = main(["test", "--config", TINY, "--ckpt_path", ckpt, "--trainer.limit_test_batches", "1",
+                "--model.init_args.eval_max_depth", "30"])
+    assert cli.model.eval_max_depth == 30
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    for name, value in cli.model.state_dict().items():
+        assert torch.equal(value.cpu(), state[name]), name

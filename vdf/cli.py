@@ -49,9 +49,11 @@ class VDFCLI(LightningCLI):
             logger.init_args.name = Path(str(files[-1])).stem
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning merges the checkpoint's hyperparameters into the model config, class included;
-        # a checkpoint of another task would then fail with a parser error about missing
-        # arguments. Say plainly what is wrong instead.
+        # Lightning merges the checkpoint's hyperparameters over the parsed model config, so a
+        # test-time `--model.init_args.steps 1` or `tae: true` would be silently replaced by the
+        # training run's value. In vdf the config (and the command line) says how the model is
+        # built and evaluated, and the checkpoint only brings the weights; a checkpoint of another
+        # task is refused in one plain line rather than as a parser error about missing arguments.
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
@@ -64,7 +66,6 @@ class VDFCLI(LightningCLI):
                     f"checkpoint {ckpt_path} was trained with {theirs}, but the config builds {ours}: "
                     "use the config the checkpoint was trained with (config.yaml in its run folder)"
                 )
-        super()._parse_ckpt_path()
 
     def instantiate_classes(self) -> None:
         # jsonargparse reports a failing constructor inside its type-check summary (a ValueError
