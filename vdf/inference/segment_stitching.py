@@ -59,16 +59,21 @@ class LatentDecoder:
         self.count += len(decoded)
 
     def normalized(self, device: torch.device) -> Iterator[torch.Tensor]:
-        """The spilled frames mapped to [0,1] by the video-wide min and max, one by one."""
+        """The spilled frames mapped to [0,1] by the video-wide min and max, one by one.
+
+        Frames are read back one at a time with ``readinto`` (not a memory map, whose pages would
+        count towards the process's resident memory as the video is read).
+        """
         if self._file is None:
             return
         try:
             self._file.flush()
-            frames = np.memmap(self._file.name, dtype=np.float32, mode="r", shape=(self.count, *self._shape))
             span = max(self.hi - self.lo, 1e-8)
-            for i in range(self.count):
-                yield ((torch.from_numpy(np.array(frames[i])) - self.lo) / span).to(device)
-            del frames
+            frame = np.empty(self._shape, dtype=np.float32)
+            self._file.seek(0)
+            for _ in range(self.count):
+                self._file.readinto(memoryview(frame).cast("B"))
+                yield ((torch.from_numpy(frame.copy()) - self.lo) / span).to(device)
         finally:
             self._file.close()
             self._tmp.cleanup()
