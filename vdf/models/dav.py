@@ -22,7 +22,6 @@ embedding when ``unet.add_embedding is None`` and set RoPE positions (``set_posi
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from torch import nn
 
 from vdf.models.convert import StateDictMismatchError, load_state_dict_strict
 from vdf.models.rope import enable_temporal_rope
+from vdf.models.svd import constructor_kwargs
 
 __all__ = [
     "DAV_HF_REPO",
@@ -74,16 +74,12 @@ def dav_unet_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     """The constructor arguments of ``UNetSpatioTemporalConditionModel`` found in a DAV-style config.
 
     Bookkeeping keys (``_class_name``, ``_diffusers_version``, ...) and keys the diffusers class
-    does not accept are dropped (the latter logged).
+    does not accept are dropped (the latter logged); see `vdf.models.svd.constructor_kwargs`.
     """
-    accepted = set(inspect.signature(UNetSpatioTemporalConditionModel.__init__).parameters) - {"self"}
-    kwargs = {k: v for k, v in config.items() if k in accepted}
-    ignored = sorted(k for k in config if k not in accepted and not k.startswith("_"))
+    kwargs = constructor_kwargs(UNetSpatioTemporalConditionModel, dict(config))
+    ignored = sorted(k for k in config if k not in kwargs and not k.startswith("_"))
     if ignored:
         logger.info("UNet config keys not used by UNetSpatioTemporalConditionModel: %s", ignored)
-    for key in ("down_block_types", "up_block_types", "block_out_channels"):
-        if isinstance(kwargs.get(key), list):
-            kwargs[key] = tuple(kwargs[key])
     return kwargs
 
 
