@@ -192,7 +192,8 @@ def test_disparity_minmax_is_one_range_per_clip():
     depth2[0, 0, 0, 0, 0] = 1e-3
     torch.testing.assert_close(DisparityMinMax()(depth2, valid)[valid], target[valid])
     assert DisparityMinMax()(depth2, valid)[0, 0, 0, 0, 0] == -1
-    torch.testing.assert_close(DisparityMinMax().to_disparity(target), (target + 1) / 2)
+    torch.testing.assert_close(DisparityMinMax().to_output(target), (target + 1) / 2)
+    assert DisparityMinMax.space == "disparity"
 
 
 def test_percentile_and_depth_normalisations():
@@ -206,7 +207,10 @@ def test_percentile_and_depth_normalisations():
     inside = (d > lo) & (d < hi)
     torch.testing.assert_close(target[0, 1].flatten()[inside], ((d[inside] - lo) / (hi - lo)) * 2 - 1)
     depth_target = DepthMinMax()(depth, valid)
-    # Near is -1 and maps to the largest disparity.
-    near = depth.argmin()
+    # Near is -1; the prediction is relative depth in [0, 1] (ChronoDepth's (x + 1) / 2), near at 0.
+    near, far = depth.argmin(), depth.argmax()
     assert depth_target.flatten()[near] == -1
-    assert DepthMinMax().to_disparity(depth_target).flatten()[near] == 1
+    assert DepthMinMax.space == "depth"
+    out = DepthMinMax().to_output(depth_target)
+    assert out.flatten()[near] == 0 and out.flatten()[far] == 1
+    torch.testing.assert_close(out, (depth_target.clamp(-1, 1) + 1) / 2)

@@ -9,11 +9,11 @@ differently, and the choice decides what the prediction means:
   frame by default.
 - `DepthMinMax` (ChronoDepth): depth, one min-max per clip (per frame optional).
 
-``to_disparity`` maps a decoded prediction in [-1, 1] to vdf's prediction contract (relative
-disparity, larger is nearer). For a depth-space target it returns the negated normalised depth:
-an affine function of depth, ordered like disparity; the evaluation's disparity alignment is then
-an approximation (exact only for thin depth ranges) — compare such models also with
-``DepthMinMax``'s own space in mind.
+``to_output`` maps a decoded prediction in [-1, 1] to the model's affine-invariant prediction
+in its native ``space``: relative disparity in [0, 1] (larger is nearer) for the disparity
+targets, relative depth in [0, 1] (larger is farther) for `DepthMinMax`, exactly as each official
+pipeline post-processes (``(x + 1) / 2`` after the clamp). Evaluation then aligns the prediction
+in the space the protocol names (`vdf.metrics`), knowing which space it is in.
 """
 
 from __future__ import annotations
@@ -39,12 +39,15 @@ def _to_unit_range(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch
 class DepthNormalization(ABC):
     """``(depth (B,T,1,H,W) metres, valid bool)`` -> target in [-1, 1]; invalid pixels get the far end."""
 
+    #: The space of ``to_output``'s prediction: ``"disparity"`` or ``"depth"``.
+    space: str = "disparity"
+
     @abstractmethod
     def __call__(self, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
 
-    @abstractmethod
-    def to_disparity(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoded prediction in [-1, 1] -> relative disparity (larger is nearer)."""
+    def to_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoded prediction in [-1, 1] -> the prediction in ``space``, in [0, 1]."""
+        return (x.clamp(-1, 1) + 1) / 2
 
 
 def _disparity(depth: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +66,6 @@ class DisparityMinMax(DepthNormalization):
         dims = (2, 3, 4) if self.per_frame else (1, 2, 3, 4)
         lo, hi = _masked_extrema(disparity, valid, dims)
         return torch.where(valid, _to_unit_range(disparity, lo, hi), torch.full_like(depth, -1.0))
-
-    def to_disparity(self, x):
-        return (x.clamp(-1, 1) + 1) / 2
 
 
 class PercentileDisparity(DepthNormalization):
@@ -93,12 +93,14 @@ class PercentileDisparity(DepthNormalization):
         target = _to_unit_range(disparity, lo.view(shape), hi.view(shape))
         return torch.where(valid, target, torch.full_like(depth, -1.0))
 
-    def to_disparity(self, x):
-        return (x.clamp(-1, 1) + 1) / 2
-
 
 class DepthMinMax(DepthNormalization):
-    """Depth scaled by one min and max over the whole clip (or each frame): near is -1, far is +1."""
+    """Depth scaled by one min and max over the whole clip (or each frame): near is -1, far is +1.
+
+    The prediction is relative *depth* (``space = "depth"``): ``(x + 1) / 2``, ChronoDepth's output.
+    """
+
+    space = "depth"
 
     def __init__(self, per_frame: bool = False):
         self.per_frame = per_frame
@@ -108,6 +110,3 @@ class DepthMinMax(DepthNormalization):
         dims = (2, 3, 4) if self.per_frame else (1, 2, 3, 4)
         lo, hi = _masked_extrema(depth, valid, dims)
         return torch.where(valid, _to_unit_range(depth, lo, hi), torch.ones_like(depth))
-
-    def to_disparity(self, x):
-        return (1 - x.clamp(-1, 1)) / 2

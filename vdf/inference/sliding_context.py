@@ -49,7 +49,7 @@ class SlidingWindowContext(LongVideoStrategy):
     last ``window - 1`` frames (the most the final window's context can need) and no pixels.
     Final latents are decoded in chunks of the VAE's ``chunk_size`` counted from the first frame
     (`LatentDecoder`) and leave as soon as their chunk is complete. There is no video-wide
-    min-max: each frame is the model's own decode (``normalization.to_disparity``), as ChronoDepth
+    min-max: each frame is the model's own decode (``normalization.to_output``), as ChronoDepth
     outputs its decoded depth without re-normalisation.
 
     The sampler takes the standard Euler step on the unscaled latents. ChronoDepth's code overwrites

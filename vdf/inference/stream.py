@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 import torch
 
 from vdf.data.video_io import VideoSource
 from vdf.inference.base import ClipModel, LongVideoStrategy
+from vdf.inference.resolution import Resolution, run_at_resolution
 
 
 @dataclass
 class VideoPrediction:
     """Nothing is decoded or predicted until iterated.
 
-    Iterating yields ``(frame_index, disparity (H,W) float32, rgb (3,H,W) float32 in [0,1])`` in
-    frame order. Only the frames inside the strategy's window (plus the ones it has not yet
-    answered) are held at once.
+    Iterating yields ``(frame_index, prediction (H,W) float32, rgb (3,H,W) float32 in [0,1])`` in
+    frame order, the prediction at the frame's size (the model runs at ``resolution``'s size).
+    Only the frames inside the strategy's window (plus the ones it has not yet answered) are held
+    at once. Every step of the strategy runs inside ``context()`` (the trainer's precision:
+    autocast for ``16-mixed`` / ``bf16-mixed``), also when the writer iterates outside
+    Lightning's predict step.
     """
 
     source: VideoSource
     model: ClipModel
     strategy: LongVideoStrategy
+    resolution: Resolution = field(default_factory=Resolution)
+    context: Callable[[], AbstractContextManager] = contextlib.nullcontext
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         pending: deque[tuple[int, torch.Tensor]] = deque()
@@ -33,7 +41,12 @@ class VideoPrediction:
                 pending.append((index, frame))
                 yield frame
 
-        for disparity in self.strategy(self.model, frames()):
+        outputs = run_at_resolution(self.resolution, self.strategy, self.model, frames())
+        while True:
+            with self.context():
+                disparity = next(outputs, None)
+            if disparity is None:
+                break
             if not pending:
                 raise RuntimeError(f"{type(self.strategy).__name__} yielded more outputs than frames it read")
             index, rgb = pending.popleft()

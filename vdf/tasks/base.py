@@ -19,6 +19,7 @@ from vdf.data.video_io import VideoSource
 from vdf.inference.base import LongVideoStrategy
 from vdf.inference.stream import VideoPrediction
 from vdf.inference.per_frame import PerFrame
+from vdf.inference.resolution import Resolution, run_at_resolution
 from vdf.metrics import VideoDepthMetrics
 
 
@@ -37,6 +38,8 @@ class VideoDepthTask(L.LightningModule):
         strategy: how long videos are run (`vdf.inference`); default `PerFrame` in batches of 8.
         test_with_strategy: run ``vdf test`` sequences through ``strategy`` (as ``vdf predict``
             does) rather than as one clip forward; validation always uses the clip forward.
+        resolution: the size the network sees at test and predict time and the way back to the
+            input's size (`vdf.inference.resolution`); default: the frames' own size.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class VideoDepthTask(L.LightningModule):
         tae: bool = False,
         strategy: LongVideoStrategy | None = None,
         test_with_strategy: bool = True,
+        resolution: Resolution | None = None,
     ):
         super().__init__()
         self.loss = loss
@@ -63,8 +67,10 @@ class VideoDepthTask(L.LightningModule):
         self.compute_tae = tae
         self.strategy = strategy if strategy is not None else PerFrame(batch_size=8)
         self.test_with_strategy = test_with_strategy
+        self.resolution = resolution if resolution is not None else Resolution()
         self.eval_metrics = nn.ModuleDict()
         self._eval_names: list[str] = []
+        self._eval_sizes: list[tuple[int, int] | None] = []
 
     # -- model side ---------------------------------------------------------------------------
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -76,9 +82,35 @@ class VideoDepthTask(L.LightningModule):
         """The clip forward strategies call: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` float32, no grad."""
         return self(video.to(self.device)).float()
 
-    def run_strategy(self, video: torch.Tensor) -> torch.Tensor:
-        """One sequence ``(T,3,H,W)`` through ``strategy`` -> ``(T,1,H,W)``."""
-        return torch.stack(list(self.strategy(self, iter(video))))
+    def run_strategy(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:
+        """One sequence ``(T,3,H,W)`` through ``strategy`` at ``resolution`` -> ``(T,1,H,W)``.
+
+        ``requested`` is the dataset's protocol size (used when the resolution rule honours it).
+        """
+        return torch.stack(list(run_at_resolution(self.resolution, self.strategy, self, iter(video), requested)))
+
+    def predict_at_resolution(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:
+        """The clip forward at ``resolution``: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` at the input size."""
+        b, t, _, h, w = video.shape
+        size = self.resolution.size(h, w, requested)
+        frames = self.resolution.prepare(video.flatten(0, 1), size)
+        pred = self(frames.reshape(b, t, *frames.shape[1:]))
+        return self.resolution.restore(pred.flatten(0, 1).float(), h, w).reshape(b, t, 1, h, w)
+
+    def precision_context(self):
+        """The trainer's precision context (autocast under ``16-mixed``/``bf16-mixed``), for model
+        calls made outside Lightning's own steps (the predict writer iterates strategies lazily)."""
+        import contextlib
+
+        trainer = self._trainer
+        if trainer is None:
+            return contextlib.nullcontext()
+        return trainer.precision_plugin.forward_context()
+
+    @property
+    def output_space(self) -> str:
+        """The space of this model's affine-invariant prediction: ``disparity`` or ``depth``."""
+        return "disparity"
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups; each may set ``lr``. Default: all trainable parameters."""
@@ -137,12 +169,15 @@ class VideoDepthTask(L.LightningModule):
         if dm is not None and hasattr(dm, "dataset_names"):
             names = dm.dataset_names(split)
             depths = [getattr(d, "max_depth", self.eval_max_depth) for d in dm.datasets[split]]
+            sizes = [getattr(d, "inference_size", None) for d in dm.datasets[split]]
         else:
             loaders = getattr(self.trainer, f"{split}_dataloaders") or []
             n = len(loaders) if isinstance(loaders, (list, tuple)) else 1
             names = [f"dataloader_{i}" for i in range(n)]
             depths = [self.eval_max_depth] * n
+            sizes = [None] * n
         self._eval_names = names
+        self._eval_sizes = sizes
         self.eval_metrics = nn.ModuleDict(
             {
                 name: VideoDepthMetrics(
@@ -154,9 +189,20 @@ class VideoDepthTask(L.LightningModule):
             }
         ).to(self.device)
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False) -> dict[str, torch.Tensor]:
-        if stream:
-            pred = torch.stack([self.run_strategy(v) for v in batch["video"]])
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
+                   test: bool = False) -> dict[str, torch.Tensor]:
+        """Predict a batch and update its dataset's metrics.
+
+        Validation (``test=False``) runs the clip forward at the data's own size. Test runs at
+        ``resolution`` (with the dataset's protocol size when the rule honours one), through the
+        strategy when ``stream``; predictions come back at the ground truth's size.
+        """
+        if test:
+            requested = self._eval_sizes[dataloader_idx] if dataloader_idx < len(self._eval_sizes) else None
+            if stream:
+                pred = torch.stack([self.run_strategy(v, requested) for v in batch["video"]])
+            else:
+                pred = self.predict_at_resolution(batch["video"], requested)
         else:
             pred = self(batch["video"])
         self.eval_metrics[self._eval_names[dataloader_idx]].update(
@@ -195,7 +241,7 @@ class VideoDepthTask(L.LightningModule):
         self._setup_metrics("test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        return self._eval_step(batch, dataloader_idx, stream=self.test_with_strategy)
+        return self._eval_step(batch, dataloader_idx, stream=self.test_with_strategy, test=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
@@ -203,7 +249,7 @@ class VideoDepthTask(L.LightningModule):
     def predict_step(self, batch: dict[str, Any] | VideoSource, batch_idx: int, dataloader_idx: int = 0) -> Any:
         if isinstance(batch, VideoSource):
             # A video from `vdf predict --input`: returned unread; the writer streams it.
-            return VideoPrediction(batch, self, self.strategy)
+            return VideoPrediction(batch, self, self.strategy, self.resolution, self.precision_context)
         disparity = torch.stack([self.run_strategy(v) for v in batch["video"]])
         return {"disparity": disparity, "frame_index": batch["frame_index"], "meta": batch["meta"]}
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdf.inference.base import LongVideoStrategy
+from vdf.inference.resolution import Resolution
 from vdf.inference.streaming import Streaming
 from vdf.models.dav2 import preprocess_frames
 from vdf.models.flashdepth import FlashDepth
@@ -59,6 +60,7 @@ class FlashDepthTask(VideoDepthTask):
         tae: bool = False,
         strategy: LongVideoStrategy | None = None,
         test_with_strategy: bool = True,
+        resolution: Resolution | None = None,
     ):
         super().__init__(
             loss=loss if loss is not None else InverseDepthL1Loss(scale=100.0),
@@ -70,8 +72,9 @@ class FlashDepthTask(VideoDepthTask):
             tae=tae,
             strategy=strategy if strategy is not None else Streaming(),
             test_with_strategy=test_with_strategy,
+            resolution=resolution,
         )
-        self.save_hyperparameters(ignore=["net", "loss", "strategy"])
+        self.save_hyperparameters(ignore=["net", "loss", "strategy", "resolution"])
         if gradient_checkpointing:
             net.set_grad_checkpointing(True)
         if freeze_vit:

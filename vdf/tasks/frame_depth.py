@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vdf.inference.base import LongVideoStrategy
+from vdf.inference.resolution import Resolution
 from vdf.models.dav2 import DepthAnythingV2, FrameWiseDepth
 from vdf.tasks.base import VideoDepthTask
 from vdf.tasks.losses import ScaleShiftInvariantLoss
@@ -53,6 +54,7 @@ class FrameDepthTask(VideoDepthTask):
         tae: bool = False,
         strategy: LongVideoStrategy | None = None,
         test_with_strategy: bool = True,
+        resolution: Resolution | None = None,
     ):
         super().__init__(
             loss=loss if loss is not None else ScaleShiftInvariantLoss(per="frame"),
@@ -65,8 +67,9 @@ class FrameDepthTask(VideoDepthTask):
             tae=tae,
             strategy=strategy,
             test_with_strategy=test_with_strategy,
+            resolution=resolution,
         )
-        self.save_hyperparameters(ignore=["net", "loss", "strategy"])
+        self.save_hyperparameters(ignore=["net", "loss", "strategy", "resolution"])
         self.model = FrameWiseDepth(net, input_size=input_size, frame_chunk=frame_chunk, antialias=antialias)
         self.encoder_lr = encoder_lr
         if freeze_encoder:

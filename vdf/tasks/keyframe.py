@@ -27,6 +27,7 @@ import torch
 from vdf.diffusion.base import DiffusionObjective
 from vdf.diffusion.normalization import DepthNormalization
 from vdf.inference.base import LongVideoStrategy
+from vdf.inference.resolution import Resolution
 from vdf.inference.keyframe_interpolation import endpoint_mask, keyframe_extra
 from vdf.models.svd import SVDDepthDenoiser
 from vdf.tasks.latent_diffusion import LatentDiffusionTask
@@ -77,6 +78,7 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
         tae: bool = False,
         strategy: LongVideoStrategy | None = None,
         test_with_strategy: bool = False,
+        resolution: Resolution | None = None,
     ):
         if denoiser.unet.in_channels != 16:
             raise ValueError(
@@ -101,6 +103,7 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
             tae=tae,
             strategy=strategy,
             test_with_strategy=test_with_strategy,
+            resolution=resolution,
         )
         if base_checkpoint is not None:
             self.load_base(base_checkpoint)
@@ -155,9 +158,10 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
         positions = self._positions(frame_index, video) if self.frame_positions else None
         return self.decode(self.denoise(cond, x, position_ids=positions, extra=self.keyframe_condition(x0)))
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False) -> dict[str, torch.Tensor]:
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
+                   test: bool = False) -> dict[str, torch.Tensor]:
         if stream:
-            return super()._eval_step(batch, dataloader_idx, stream=True)
+            return super()._eval_step(batch, dataloader_idx, stream=True, test=test)
         pred = self.interpolate(batch["video"], batch["depth"], batch["valid"], batch.get("frame_index"))
         self.eval_metrics[self._eval_names[dataloader_idx]].update(
             pred.float(),

@@ -26,6 +26,7 @@ from vdf.diffusion.edm import EDM
 from vdf.diffusion.normalization import DepthNormalization, DisparityMinMax
 from vdf.diffusion.sampler import EulerSampler
 from vdf.inference.base import LongVideoStrategy
+from vdf.inference.resolution import Resolution
 from vdf.models.svd import SVDCondition, SVDDepthDenoiser
 from vdf.tasks.base import VideoDepthTask
 
@@ -69,6 +70,7 @@ class LatentDiffusionTask(VideoDepthTask):
         tae: bool = False,
         strategy: LongVideoStrategy | None = None,
         test_with_strategy: bool = True,
+        resolution: Resolution | None = None,
     ):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -87,8 +89,9 @@ class LatentDiffusionTask(VideoDepthTask):
             tae=tae,
             strategy=strategy,
             test_with_strategy=test_with_strategy,
+            resolution=resolution,
         )
-        self.save_hyperparameters(ignore=["denoiser", "objective", "normalization", "strategy"])
+        self.save_hyperparameters(ignore=["denoiser", "objective", "normalization", "strategy", "resolution"])
         self.denoiser = denoiser
         self.objective = objective if objective is not None else EDM()
         self.normalization = normalization if normalization is not None else DisparityMinMax()
@@ -170,8 +173,12 @@ class LatentDiffusionTask(VideoDepthTask):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Depth latents -> relative disparity ``(B,T,1,H,W)``."""
-        return self.normalization.to_disparity(self.denoiser.decode_depth(latents))
+        """Depth latents -> the prediction ``(B,T,1,H,W)`` in ``output_space`` (relative disparity or depth)."""
+        return self.normalization.to_output(self.denoiser.decode_depth(latents))
+
+    @property
+    def output_space(self) -> str:
+        return self.normalization.space
 
     # -- clip forward ---------------------------------------------------------------------------
     def forward(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -197,9 +204,10 @@ class LatentDiffusionTask(VideoDepthTask):
             found.append(other)
         return found
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False) -> dict[str, torch.Tensor]:
+    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
+                   test: bool = False) -> dict[str, torch.Tensor]:
         before = sum(d.frame_evaluations for d in self._denoisers())
-        out = super()._eval_step(batch, dataloader_idx, stream)
+        out = super()._eval_step(batch, dataloader_idx, stream, test)
         evaluations = sum(d.frame_evaluations for d in self._denoisers()) - before
         name = self._eval_names[dataloader_idx]
         done, frames = self._evaluations.get(name, (0, 0))
