@@ -26,6 +26,7 @@ import torch
 
 from vdf.diffusion.base import DiffusionObjective
 from vdf.diffusion.normalization import DepthNormalization
+from vdf.diffusion.sampler import EulerSampler
 from vdf.inference.base import LongVideoStrategy
 from vdf.inference.resolution import Resolution
 from vdf.inference.keyframe_interpolation import endpoint_mask, keyframe_extra
@@ -63,6 +64,7 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
         denoiser: SVDDepthDenoiser,
         objective: DiffusionObjective | None = None,
         normalization: DepthNormalization | None = None,
+        sampler: EulerSampler | None = None,
         steps: int = 3,
         per_frame_levels: bool = False,
         frame_positions: bool = True,
@@ -89,6 +91,7 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
             denoiser=denoiser,
             objective=objective,
             normalization=normalization,
+            sampler=sampler,
             steps=steps,
             per_frame_levels=per_frame_levels,
             frame_positions=frame_positions,

@@ -39,6 +39,7 @@ class LatentDiffusionTask(VideoDepthTask):
         objective: the noising process; default `EDM` with SVD's settings.
         normalization: how depth becomes the [-1,1] target; default `DisparityMinMax` (one
             min-max of disparity per clip, DepthCrafter).
+        sampler: the sampling loop (default `EulerSampler`, the textbook Euler step).
         steps: Euler steps when sampling (validation, test, predict).
         per_frame_levels: draw an independent training noise level per frame (ChronoDepth)
             instead of one per clip.
@@ -56,6 +57,7 @@ class LatentDiffusionTask(VideoDepthTask):
         denoiser: SVDDepthDenoiser,
         objective: DiffusionObjective | None = None,
         normalization: DepthNormalization | None = None,
+        sampler: EulerSampler | None = None,
         steps: int = 5,
         per_frame_levels: bool = False,
         frame_positions: bool = False,
@@ -91,11 +93,11 @@ class LatentDiffusionTask(VideoDepthTask):
             test_with_strategy=test_with_strategy,
             resolution=resolution,
         )
-        self.save_hyperparameters(ignore=["denoiser", "objective", "normalization", "strategy", "resolution"])
+        self.save_hyperparameters(ignore=["denoiser", "objective", "normalization", "sampler", "strategy", "resolution"])
         self.denoiser = denoiser
         self.objective = objective if objective is not None else EDM()
         self.normalization = normalization if normalization is not None else DisparityMinMax()
-        self.sampler = EulerSampler()
+        self.sampler = sampler if sampler is not None else EulerSampler()
         self.steps = steps
         self.per_frame_levels = per_frame_levels
         self.frame_positions = frame_positions
