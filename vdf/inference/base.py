@@ -59,10 +59,16 @@ def require_latent_model(model: Any, strategy: str) -> None:
 
 
 class LongVideoStrategy(ABC):
-    """Frames ``(3,H,W)`` in, per-frame disparity ``(1,H,W)`` out, one output per input, in order."""
+    """Frames ``(3,H,W)`` in, per-frame predictions ``(1,H,W)`` out: exactly one item per input
+    frame, in order.
+
+    The item is ``None`` for a frame the strategy's algorithm gives no prediction (Depth Any
+    Video's official layout drops the first frame and the frames from its last keyframe on);
+    ``vdf predict`` writes no output for such a frame and evaluation does not score it.
+    """
 
     @abstractmethod
-    def __call__(self, model: ClipModel, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]: ...
+    def __call__(self, model: ClipModel, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor | None]: ...
 
     @property
     def window(self) -> int:

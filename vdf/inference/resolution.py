@@ -256,7 +256,8 @@ def run_at_resolution(
     """``strategy(model, frames)`` with every frame brought to ``rule``'s size and every output
     brought back to the input's size, one frame at a time.
 
-    ``frames`` are ``(3,H,W)`` of one size; outputs are ``(1,H,W)``.
+    ``frames`` are ``(3,H,W)`` of one size; outputs are ``(1,H,W)`` (``None`` passes through: a
+    frame the strategy gives no prediction).
     """
     frames = iter(frames)
     first = next(frames, None)
@@ -275,4 +276,4 @@ def run_at_resolution(
             yield rule.prepare(frame[None], size)[0]
 
     for out in strategy(model, prepared()):
-        yield rule.restore(out[None].float(), height, width)[0]
+        yield None if out is None else rule.restore(out[None].float(), height, width)[0]

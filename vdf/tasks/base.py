@@ -86,8 +86,19 @@ class VideoDepthTask(L.LightningModule):
         """One sequence ``(T,3,H,W)`` through ``strategy`` at ``resolution`` -> ``(T,1,H,W)``.
 
         ``requested`` is the dataset's protocol size (used when the resolution rule honours it).
+        Frames the strategy gives no prediction are NaN (see `run_strategy_with_mask`).
         """
-        return torch.stack(list(run_at_resolution(self.resolution, self.strategy, self, iter(video), requested)))
+        return self.run_strategy_with_mask(video, requested)[0]
+
+    def run_strategy_with_mask(self, video: torch.Tensor, requested: tuple[int, int] | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`run_strategy` plus bool ``(T,)``: which frames the strategy predicted."""
+        h, w = video.shape[-2:]
+        missing = torch.full((1, h, w), float("nan"), device=self.device)
+        outputs = list(run_at_resolution(self.resolution, self.strategy, self, iter(video), requested))
+        present = torch.tensor([out is not None for out in outputs], dtype=torch.bool)
+        pred = torch.stack([missing if out is None else out.to(self.device) for out in outputs])
+        return pred, present
 
     def predict_at_resolution(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:
         """The clip forward at ``resolution``: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` at the input size."""
@@ -197,18 +208,28 @@ class VideoDepthTask(L.LightningModule):
         ``resolution`` (with the dataset's protocol size when the rule honours one), through the
         strategy when ``stream``; predictions come back at the ground truth's size.
         """
+        present = None
         if test:
             requested = self._eval_sizes[dataloader_idx] if dataloader_idx < len(self._eval_sizes) else None
             if stream:
-                pred = torch.stack([self.run_strategy(v, requested) for v in batch["video"]])
+                runs = [self.run_strategy_with_mask(v, requested) for v in batch["video"]]
+                pred = torch.stack([r[0] for r in runs])
+                present = torch.stack([r[1] for r in runs])
             else:
                 pred = self.predict_at_resolution(batch["video"], requested)
         else:
             pred = self(batch["video"])
+        pred, valid = pred.float(), batch["valid"]
+        if present is not None and not present.all():
+            # Frames the strategy's algorithm does not predict are not scored (the others are
+            # aligned and scored as usual); a NaN anywhere else still fails the metric.
+            keep = present.to(valid.device).view(*present.shape, 1, 1, 1)
+            valid = valid & keep
+            pred = torch.where(keep.to(pred.device), pred, torch.ones_like(pred))
         self.eval_metrics[self._eval_names[dataloader_idx]].update(
-            pred.float(),
+            pred,
             batch["depth"],
-            batch["valid"],
+            valid,
             intrinsics=batch.get("intrinsics"),
             cam_to_world=batch.get("cam_to_world"),
         )
