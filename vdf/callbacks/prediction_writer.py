@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 from vdf.inference.manifest import RunManifest
 from vdf.inference.outputs import DepthVideoWriter, OutputOptions, clean_partial, outputs_complete
@@ -104,9 +105,12 @@ class DepthPredictionWriter(L.Callback):
 
         def describe() -> tuple[float | None, dict[str, Any]]:
             info = source.probe()  # raises VideoInputError for an unreadable input
+            rule = prediction.resolution
             return info.fps, {
                 "resolution": [info.out_height, info.out_width],
                 "source_resolution": [info.height, info.width],
+                "inference_resolution": list(rule.size(info.out_height, info.out_width)),
+                "resolution_rule": rule.describe(),
             }
 
         self._write(source.name, str(source.path), describe, iter(prediction), prediction.strategy, pl_module)
@@ -116,7 +120,9 @@ class DepthPredictionWriter(L.Callback):
         for b, meta in enumerate(outputs["meta"]):
             name = "__".join(_safe(str(meta.get(k, "x"))) for k in ("dataset", "sequence"))
             disparity, video = outputs["disparity"][b], batch["video"][b]
-            frames = zip(outputs["frame_index"][b].tolist(), disparity[:, 0], video)
+            # Frames the strategy gives no prediction come back as NaN and get no output.
+            frames = ((i, d, v) for i, d, v in zip(outputs["frame_index"][b].tolist(), disparity[:, 0], video)
+                      if not bool(torch.isnan(d).all()))
             shape = {"resolution": list(disparity.shape[-2:])}
             label = (meta.get("paths") or [f"{meta.get('dataset')}/{meta.get('sequence')}"])[0]
             self._write(name, label, lambda: (None, shape), frames, pl_module.strategy, pl_module)
@@ -137,7 +143,8 @@ class DepthPredictionWriter(L.Callback):
         count = 0
         try:
             fps, fields = describe()
-            with DepthVideoWriter(out_dir, name, self.options, fps=fps) as writer:
+            space = getattr(pl_module, "output_space", "disparity")
+            with DepthVideoWriter(out_dir, name, self.options, fps=fps, space=space) as writer:
                 last_report = start
                 for index, disparity, rgb in frames:
                     writer.add(index, disparity.cpu(), rgb.cpu() if self.options.side_by_side else None)

@@ -50,6 +50,10 @@ class VideoDepthDataModule(L.LightningDataModule):
             when clip lengths or weights make the number of batches vary between epochs.
         eval_num_frames: clip length for val/test/predict; None = whole sequences.
         eval_batch_size: sequences per evaluation batch.
+        eval_space: the space the evaluation's per-sequence least-squares fit runs in:
+            ``disparity`` (DepthCrafter's benchmark protocol, the default for cross-model tables)
+            or ``depth`` (ChronoDepth's paper). Each model's prediction declares its own space and
+            is converted exactly (`vdf.metrics.protocol`).
         num_workers: dataloader worker processes.
         seed: seed of the training sampler (deterministic per seed and epoch).
         predict_input: a folder of videos and image sequences for ``vdf predict`` (``--input``);
@@ -80,6 +84,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         batches_per_epoch: int | None = None,
         eval_num_frames: int | None = None,
         eval_batch_size: int = 1,
+        eval_space: str = "disparity",
         num_workers: int = 0,
         seed: int = 0,
         predict_input: str | None = None,
@@ -114,6 +119,9 @@ class VideoDepthDataModule(L.LightningDataModule):
         self.batches_per_epoch = batches_per_epoch
         self.eval_num_frames = eval_num_frames
         self.eval_batch_size = eval_batch_size
+        from vdf.metrics.protocol import check_space
+
+        self.eval_space = check_space(eval_space, "data.eval_space")
         self.num_workers = num_workers
         self.seed = seed
         self.predict_input = predict_input

@@ -304,8 +304,8 @@ def _encode_image(ctx, array_: np.ndarray, pix_fmt: str) -> bytes:
     return b"".join(bytes(p) for p in packets)
 
 
-def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray) -> None:
-    """``<name>.npz`` with ``disparity`` float16 ``(T,H,W)`` from the float32 memmap, chunk by chunk.
+def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray, key: str = "disparity") -> None:
+    """``<name>.npz`` with ``key`` float16 ``(T,H,W)`` from the float32 memmap, chunk by chunk.
 
     ``np.savez`` would need a float16 copy of the whole video, so the ``.npy`` member is written by
     hand: the ``numpy.lib.format`` header, then the data in chunks of ``_CHUNK_BYTES``, into an
@@ -315,7 +315,7 @@ def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray) -> No
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False, "shape": (T, H, W)}
     step = max(1, _CHUNK_BYTES // (H * W * 2))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("disparity.npy", "w", force_zip64=True) as f:
+        with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_1_0(f, header)
             for start in range(0, T, step):
                 chunk = np.ascontiguousarray(disparity[start:start + step], dtype="<f2")
@@ -383,11 +383,17 @@ class DepthVideoWriter:
         name: the video's name, the stem of every output (``<name>.npz``, ``<name>_depth.mp4``, ...).
         options: which outputs to write.
         fps: the source video's frame rate for the mp4 outputs; ``None`` uses ``options.fps``.
+        space: what the values are: ``disparity`` (larger is nearer) or relative ``depth``
+            (larger is farther; ChronoDepth). It names the npz member, is recorded in the manifest,
+            and the colourised videos draw near red either way.
     """
 
     def __init__(self, out_dir: str | os.PathLike, name: str, options: OutputOptions | None = None,
-                 fps: float | None = None):
+                 fps: float | None = None, space: str = "disparity"):
         _check_name(name)
+        if space not in ("disparity", "depth"):
+            raise ValueError(f"space must be 'disparity' or 'depth', got {space!r}")
+        self.space = space
         self.options = OutputOptions() if options is None else options
         self.kinds = self.options.kinds()
         if not self.kinds:
@@ -534,7 +540,7 @@ class DepthVideoWriter:
             return path
 
         if self.options.npz:
-            _write_npz(temp_for("npz"), disparity, frame_index)
+            _write_npz(temp_for("npz"), disparity, frame_index, key=self.space)
         if self.options.png16:
             span = self._max - self._min
             scale = PNG16_MAX / span if span > 0 else 0.0
@@ -556,13 +562,19 @@ class DepthVideoWriter:
                 "lo": lo, "hi": hi, "method": "percentiles 2 and 98 of a subsample of the video",
                 "percentiles": list(DEPTH_VIDEO_PERCENTILES), "colormap": self.options.colormap}
             cmap = self.options.colormap
+            if self.space == "depth":
+                # Depth grows with distance: colour its negation so that near is drawn alike.
+                def colour(t: int) -> np.ndarray:
+                    return colorize_disparity(-np.asarray(disparity[t]), -hi, -lo, cmap)
+            else:
+                def colour(t: int) -> np.ndarray:
+                    return colorize_disparity(disparity[t], lo, hi, cmap)
             if self.options.depth_video:
-                frames = (colorize_disparity(disparity[t], lo, hi, cmap) for t in range(T))
+                frames = (colour(t) for t in range(T))
                 details["depth_video"] = _write_video(temp_for("depth_video"), frames, H, W, self.fps,
                                                       self._video_codec)
             if self.options.side_by_side:
-                frames = (np.concatenate([rgb[t], colorize_disparity(disparity[t], lo, hi, cmap)], axis=1)
-                          for t in range(T))
+                frames = (np.concatenate([rgb[t], colour(t)], axis=1) for t in range(T))
                 details["side_by_side"] = _write_video(temp_for("side_by_side"), frames, H, 2 * W, self.fps,
                                                        self._video_codec)
         return written, normalisation, details
@@ -607,6 +619,7 @@ class DepthVideoWriter:
             "width": W,
             "fps": self.fps,
             "frame_index_range": [int(frame_index[0]), int(frame_index[-1])],
+            "space": self.space,
             "disparity_range": {"min": self._min, "max": self._max},
             "normalisation": normalisation,
             "options": asdict(self.options),

@@ -15,6 +15,15 @@ scored this way, once, here):
    by :class:`vdf.metrics.VideoDepthMetrics`).
 
 Everything is computed with torch in float64 on the input's device (CPU for numpy inputs).
+
+**Spaces.** A prediction is affine-invariant in its model's native space (``pred_space``):
+relative disparity (most families) or relative depth (ChronoDepth). The fit of steps 4-5 runs in
+the space the protocol names (``align_space``): ``disparity`` is the protocol above (DepthCrafter's
+benchmark, the default for cross-model tables); ``depth`` fits ``scale * pred + shift ≈ gt``
+directly (ChronoDepth's paper) and clips the result to ``[1e-3, max_depth]``. A prediction enters
+the other space only once it is metric, where the conversion ``depth = 1 / disparity`` is exact:
+it is first aligned in its own space, inverted, and then aligned again in ``align_space``. When
+the two spaces agree there is one fit, exactly as above.
 """
 
 from __future__ import annotations
@@ -38,6 +47,14 @@ __all__ = [
 EPS_CLIP = 1e-3
 #: Added to GT depth before inverting it into the fit's target (as in the reference script).
 _GT_INV_EPS = 1e-8
+#: The spaces a prediction can be in and the spaces an alignment can run in.
+SPACES = ("disparity", "depth")
+
+
+def check_space(space: str, name: str) -> str:
+    if space not in SPACES:
+        raise ValueError(f"{name} must be one of {SPACES}, got {space!r}")
+    return space
 
 
 class NoValidPixelsError(ValueError):
@@ -228,6 +245,31 @@ def aligned_depth(pred_disparity: Any, gt_depth: Any, max_depth: float,
     return _apply_alignment(pred, scale, shift, max_depth)
 
 
+def _fit(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, space: str) -> tuple[float, float]:
+    """The least-squares fit of ``pred`` to the GT in ``space`` over ``mask``."""
+    target = 1.0 / (gt[mask] + _GT_INV_EPS) if space == "disparity" else gt[mask]
+    return _lstsq_affine(pred[mask], target)
+
+
+def _to_metric(pred: torch.Tensor, scale: float, shift: float, max_depth: float, space: str) -> torch.Tensor:
+    if space == "disparity":
+        return _apply_alignment(pred, scale, shift, max_depth)
+    return (scale * pred + shift).clamp(EPS_CLIP, max_depth)
+
+
+def _align(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, max_depth: float, pred_space: str,
+           align_space: str) -> tuple[torch.Tensor, float, float]:
+    """Metric depth of ``pred`` (clipped at 1e-3) and the fit made in ``align_space`` (see the module doc)."""
+    scale, shift = _fit(pred, gt, mask, pred_space)
+    depth = _to_metric(pred, scale, shift, max_depth, pred_space)
+    if align_space != pred_space:
+        # Metric now, so the change of space is exact; the final fit is the named space's.
+        moved = 1.0 / depth if align_space == "disparity" else depth
+        scale, shift = _fit(moved, gt, mask, align_space)
+        depth = _to_metric(moved, scale, shift, max_depth, align_space)
+    return depth, scale, shift
+
+
 def frame_metrics(depth: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-frame AbsRel, δ1, RMSE of aligned ``depth`` against ``gt`` on ``mask``; all ``(T,)``.
 
@@ -249,12 +291,14 @@ def frame_metrics(depth: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> 
 
 def evaluate_sequence(pred_disparity: Any, gt_depth: Any, max_depth: float, valid: Any | None = None, *,
                       intrinsics: Any | None = None, cam_to_world: Any | None = None,
-                      tae_mask: Any | None = None, boundary: bool = False) -> dict[str, float]:
+                      tae_mask: Any | None = None, boundary: bool = False, pred_space: str = "disparity",
+                      align_space: str = "disparity") -> dict[str, float]:
     """Score one sequence with the DepthCrafter / VDA protocol.
 
     Args:
-        pred_disparity: ``(T,h,w)`` or ``(T,1,h,w)`` relative disparity (larger = nearer), numpy or
-            torch, any scale/shift; resized bilinearly to the GT size if ``(h,w) != (H,W)``.
+        pred_disparity: ``(T,h,w)`` or ``(T,1,h,w)`` affine-invariant prediction in ``pred_space``
+            (relative disparity by default: larger = nearer), numpy or torch, any scale/shift;
+            resized bilinearly to the GT size if ``(h,w) != (H,W)``.
         gt_depth: ``(T,H,W)`` or ``(T,1,H,W)`` metric depth in metres.
         max_depth: valid range upper bound and depth clip (70 Sintel, 80 KITTI, 10 ScanNet/Bonn/NYU).
         valid: optional bool ``(T,H,W)`` / ``(T,1,H,W)`` mask ANDed with ``1e-3 < gt < max_depth``.
@@ -262,6 +306,9 @@ def evaluate_sequence(pred_disparity: Any, gt_depth: Any, max_depth: float, vali
             given, ``tae`` (:func:`vdf.metrics.temporal_alignment_error` on the aligned depth of
             *all* T frames, as VDA does) is added.
         tae_mask: optional bool mask for TAE (VDA: all pixels on ScanNet, rigidity masks on Sintel).
+        pred_space: ``disparity`` or ``depth``, the space the prediction is affine-invariant in.
+        align_space: ``disparity`` (DepthCrafter's protocol) or ``depth`` (ChronoDepth's): where the
+            least-squares fit runs (see the module doc for a prediction in the other space).
         boundary: also return ``boundary_f1``, the mean over kept frames of
             :func:`vdf.metrics.boundary_f1` between the aligned depth and the GT, where GT pixels
             outside the valid mask are set to ``max_depth`` (FlashDepth's convention: invalid/sky
@@ -269,20 +316,21 @@ def evaluate_sequence(pred_disparity: Any, gt_depth: Any, max_depth: float, vali
 
     Returns:
         dict of floats: ``abs_rel``, ``delta1``, ``rmse`` (means over kept frames), ``scale``,
-        ``shift`` (the fit), ``num_frames`` (kept frames), ``num_valid`` (valid pixels), and
+        ``shift`` (the fit in ``align_space``), ``num_frames`` (kept frames), ``num_valid`` (valid pixels), and
         ``tae`` / ``boundary_f1`` when requested.
 
     Raises:
         NoValidPixelsError (a ValueError): no frame has a valid pixel.
         ValueError: non-finite values in the prediction, mismatched shapes, bad ``max_depth``.
     """
+    check_space(pred_space, "pred_space")
+    check_space(align_space, "align_space")
     pred, gt, mask, max_depth = _prepare(pred_disparity, gt_depth, max_depth, valid)
     if not bool(mask.any()):
         raise NoValidPixelsError(
             f"no frame of the sequence has a valid ground-truth pixel (need {EPS_CLIP} < gt < "
             f"{max_depth} and valid=True); the sequence cannot be scored")
-    scale, shift = _lstsq_affine(pred[mask], 1.0 / (gt[mask] + _GT_INV_EPS))
-    depth = _apply_alignment(pred, scale, shift, max_depth)
+    depth, scale, shift = _align(pred, gt, mask, max_depth, pred_space, align_space)
 
     keep = mask.any(dim=(-1, -2))
     per_frame = frame_metrics(depth[keep], gt[keep], mask[keep])

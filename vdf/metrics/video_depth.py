@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from .protocol import NoValidPixelsError, check_max_depth, evaluate_sequence
+from .protocol import NoValidPixelsError, check_max_depth, check_space, evaluate_sequence
 
 __all__ = ["VideoDepthMetrics"]
 
@@ -22,6 +22,8 @@ class VideoDepthMetrics(Metric):
         max_depth: valid range upper bound and depth clip (70 Sintel, 80 KITTI, 10 indoor).
         compute_boundary_f1: also accumulate ``boundary_f1`` (mean over frames, then sequences).
         compute_tae: also accumulate ``tae`` for batches that carry ``intrinsics`` and ``cam_to_world``.
+        align_space: where the per-sequence fit runs: ``disparity`` (DepthCrafter's benchmark, the
+            default) or ``depth`` (ChronoDepth's paper); see `vdf.metrics.protocol`.
         **kwargs: forwarded to :class:`torchmetrics.Metric` (e.g. ``sync_on_compute``).
     """
 
@@ -32,9 +34,10 @@ class VideoDepthMetrics(Metric):
     _SUM_STATES = ("abs_rel", "delta1", "rmse", "boundary_f1", "tae")
 
     def __init__(self, max_depth: float, compute_boundary_f1: bool = False, compute_tae: bool = False,
-                 **kwargs) -> None:
+                 align_space: str = "disparity", **kwargs) -> None:
         super().__init__(**kwargs)
         self.max_depth = check_max_depth(max_depth)
+        self.align_space = check_space(align_space, "align_space")
         self.compute_boundary_f1 = compute_boundary_f1
         self.compute_tae = compute_tae
         zero = torch.tensor(0.0, dtype=torch.float64)
@@ -46,16 +49,18 @@ class VideoDepthMetrics(Metric):
 
     def update(self, pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor | None = None,
                intrinsics: torch.Tensor | None = None, cam_to_world: torch.Tensor | None = None,
-               tae_mask: torch.Tensor | None = None) -> None:
+               tae_mask: torch.Tensor | None = None, pred_space: str = "disparity") -> None:
         """Score every clip of a batch.
 
         Args:
-            pred: ``(B,T,1,h,w)`` or ``(B,T,h,w)`` relative disparity; resized bilinearly to the GT
-                size when ``(h,w) != (H,W)``.
+            pred: ``(B,T,1,h,w)`` or ``(B,T,h,w)`` affine-invariant prediction in ``pred_space``
+                (relative disparity by default); resized bilinearly to the GT size when
+                ``(h,w) != (H,W)``.
             depth: ``(B,T,1,H,W)`` or ``(B,T,H,W)`` GT metric depth (0 where unknown).
             valid: optional bool of the depth's shape, ANDed with ``1e-3 < depth < max_depth``.
             intrinsics: optional ``(B,T,3,3)`` (or ``(B,3,3)``); cam_to_world: optional ``(B,T,4,4)``.
             tae_mask: optional bool of the depth's shape restricting TAE's compared pixels.
+            pred_space: ``disparity`` or ``depth`` (the model's ``output_space``).
 
         A clip without any valid pixel adds 1 to ``skipped`` and nothing else; a non-finite
         prediction raises ``ValueError`` (a diverged model must not score silently).
@@ -71,6 +76,8 @@ class VideoDepthMetrics(Metric):
                     cam_to_world=cam_to_world[b] if with_tae else None,
                     tae_mask=None if (tae_mask is None or not with_tae) else tae_mask[b],
                     boundary=self.compute_boundary_f1,
+                    pred_space=pred_space,
+                    align_space=self.align_space,
                 )
             except NoValidPixelsError:
                 self.skipped += 1

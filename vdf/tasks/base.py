@@ -181,12 +181,14 @@ class VideoDepthTask(L.LightningModule):
             names = dm.dataset_names(split)
             depths = [getattr(d, "max_depth", self.eval_max_depth) for d in dm.datasets[split]]
             sizes = [getattr(d, "inference_size", None) for d in dm.datasets[split]]
+            space = getattr(dm, "eval_space", "disparity")
         else:
             loaders = getattr(self.trainer, f"{split}_dataloaders") or []
             n = len(loaders) if isinstance(loaders, (list, tuple)) else 1
             names = [f"dataloader_{i}" for i in range(n)]
             depths = [self.eval_max_depth] * n
             sizes = [None] * n
+            space = "disparity"
         self._eval_names = names
         self._eval_sizes = sizes
         self.eval_metrics = nn.ModuleDict(
@@ -195,6 +197,7 @@ class VideoDepthTask(L.LightningModule):
                     max_depth=depth,
                     compute_boundary_f1=self.compute_boundary_f1,
                     compute_tae=self.compute_tae,
+                    align_space=space,
                 )
                 for name, depth in zip(names, depths)
             }
@@ -232,6 +235,7 @@ class VideoDepthTask(L.LightningModule):
             valid,
             intrinsics=batch.get("intrinsics"),
             cam_to_world=batch.get("cam_to_world"),
+            pred_space=self.output_space,
         )
         return {"disparity": pred}
 

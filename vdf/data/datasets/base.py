@@ -22,6 +22,10 @@ class VideoDepthDataset(Dataset, ABC):
     #: Evaluation depth cap in metres: pixels at or beyond it are not scored and aligned depth
     #: is clipped to it (the published protocol's per-dataset ``max_depth``).
     max_depth: float = 80.0
+    #: The benchmark's fixed inference size ``(H, W)`` (DepthCrafter's benchmark runs each dataset
+    #: at one size, ``dataset_res_dict`` of its ``utils.py``); models whose resolution rule has
+    #: ``protocol_sizes`` run there and are scored after resizing back. None: no fixed size.
+    inference_size: tuple[int, int] | None = None
 
     @abstractmethod
     def __len__(self) -> int: ...

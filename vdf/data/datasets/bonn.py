@@ -50,6 +50,8 @@ class BonnRGBD(BenchmarkFolderDataset):
         name: dataset name in logs and metric keys.
     """
 
+    inference_size = (512, 640)  # DepthCrafter's benchmark size for this dataset
+
     max_depth = 10.0
 
     def __init__(

@@ -64,6 +64,8 @@ class KITTIDepth(BenchmarkFolderDataset):
         name: dataset name in logs and metric keys.
     """
 
+    inference_size = (384, 1280)  # DepthCrafter's benchmark size for this dataset
+
     max_depth = 80.0
 
     def __init__(

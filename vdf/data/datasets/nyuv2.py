@@ -33,6 +33,8 @@ class NYUv2(BenchmarkFolderDataset):
         name: dataset name in logs and metric keys.
     """
 
+    inference_size = (448, 640)  # DepthCrafter's benchmark size for this dataset
+
     max_depth = 10.0
 
     def __init__(

@@ -55,6 +55,8 @@ class ScanNet(BenchmarkFolderDataset):
         name: dataset name in logs and metric keys.
     """
 
+    inference_size = (640, 832)  # DepthCrafter's benchmark size for this dataset
+
     max_depth = 10.0
 
     def __init__(

@@ -110,6 +110,8 @@ class Sintel(BenchmarkFolderDataset):
         name: dataset name in logs and metric keys.
     """
 
+    inference_size = (448, 1024)  # DepthCrafter's benchmark size for this dataset
+
     max_depth = 70.0
 
     def __init__(
