@@ -1,0 +1,126 @@
+"""`vdf test`: every family x every data config, on fakes in each benchmark's layout at its native size.
+
+Each family runs at its own resolution rule (`vdf.inference.resolution`) and its prediction is
+scored at the ground truth's size; a rule that honours protocol sizes runs a benchmark at its fixed
+inference size.
+"""
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vdf.cli import main
+from vdf.data.datasets.bonn import BONN_SEQUENCES
+from vdf.data.datasets.kitti import KITTI_VAL_DRIVES
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ["dav2", "flashdepth", "depthcrafter", "chronodepth", "depthanyvideo"]
+DATA_CONFIGS = sorted(Path(p).stem for p in glob.glob(str(ROOT / "configs" / "data" / "*.yaml")))
+
+
+def _smooth_rgb(path: Path, h: int, w: int, seed: int) -> None:
+    # Smooth frames compress well, so native-size fakes stay small and quick to write.
+    y, x = np.mgrid[0:h, 0:w]
+    image = np.stack([(x * 255 // max(w - 1, 1) + seed * 17) % 256, (y * 255 // max(h - 1, 1)) % 256,
+                      np.full_like(x, (seed * 53) % 256)], -1).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def _depth_png(path: Path, h: int, w: int, low: int, high: int) -> None:
+    y, x = np.mgrid[0:h, 0:w]
+    depth = (low + (high - low) * (x + y) / (h + w)).astype(np.uint16)
+    depth[0, 0] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(depth).save(path)
+
+
+def _sintel(root: Path) -> None:
+    h, w = 436, 1024
+    for i in range(2):
+        _smooth_rgb(root / "training/clean/alley_1" / f"frame_{i + 1:04d}.png", h, w, i)
+        depth = np.linspace(1, 60, h * w, dtype=np.float32).reshape(h, w)
+        path = root / "training/depth/alley_1" / f"frame_{i + 1:04d}.dpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.array([202021.25], np.float32).tofile(f)
+            np.array([w, h], np.int32).tofile(f)
+            depth.tofile(f)
+
+
+def _kitti(root: Path) -> None:
+    h, w = 375, 1242
+    for drive in KITTI_VAL_DRIVES:
+        for i in (5, 6):
+            _smooth_rgb(root / "raw_data" / drive[:10] / drive / "image_02/data" / f"{i:010d}.png", h, w, i)
+            _depth_png(root / "data_depth_annotated/val" / drive / "proj_depth/groundtruth/image_02" / f"{i:010d}.png",
+                       h, w, 300, 60000)
+
+
+def _bonn(root: Path) -> None:
+    for seq in BONN_SEQUENCES:
+        for i in range(32):
+            _smooth_rgb(root / seq / "rgb" / f"{1548266469.0 + i * 0.033:.6f}.png", 480, 640, i)
+            _depth_png(root / seq / "depth" / f"{1548266469.01 + i * 0.033:.6f}.png", 480, 640, 2000, 40000)
+
+
+def _scannet(root: Path, frames: int = 12) -> None:
+    folder = root / "scans_test" / "scene0707_00"
+    for i in range(frames):
+        _smooth_rgb(folder / "color" / f"{i}.jpg", 480, 640, i)
+        _depth_png(folder / "depth" / f"{i}.png", 480, 640, 500, 9000)
+        pose = np.eye(4)
+        pose[:3, 3] = [0.01 * i, 0, 0]
+        (folder / "pose").mkdir(exist_ok=True)
+        np.savetxt(folder / "pose" / f"{i}.txt", pose)
+    (folder / "intrinsic").mkdir(exist_ok=True)
+    np.savetxt(folder / "intrinsic" / "intrinsic_depth.txt",
+               np.array([[577.6, 0, 319.5, 0], [0, 578.7, 239.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+
+
+def _nyuv2(root: Path) -> None:
+    rel = Path("test") / "bathroom"
+    _smooth_rgb(root / rel / "rgb_0001.png", 480, 640, 1)
+    _depth_png(root / rel / "depth_0001.png", 480, 640, 500, 9000)
+    _depth_png(root / rel / "filled_0001.png", 480, 640, 500, 9000)
+    (root / "filename_list_test.txt").write_text(f"{rel}/rgb_0001.png {rel}/depth_0001.png {rel}/filled_0001.png\n")
+
+
+@pytest.fixture(scope="module")
+def benchmark_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("benchmarks")
+    _sintel(root / "data/sintel")
+    _kitti(root / "data/kitti")
+    _bonn(root / "data/bonn")
+    _scannet(root / "data/scannet")
+    _nyuv2(root / "data/nyuv2")
+    return root
+
+
+@pytest.mark.parametrize("data", DATA_CONFIGS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_tests_on_every_data_config(family, data, benchmark_root, monkeypatch):
+    monkeypatch.chdir(benchmark_root)
+    seen = []
+    from vdf.tasks.base import VideoDepthTask
+
+    update = VideoDepthTask._eval_step
+
+    def recording(self, batch, dataloader_idx, stream=False, test=False):
+        out = update(self, batch, dataloader_idx, stream, test)
+        seen.append((tuple(batch["video"].shape[-2:]), tuple(out["disparity"].shape[-2:])))
+        return out
+
+    monkeypatch.setattr(VideoDepthTask, "_eval_step", recording)
+    cli = main(["test", "--config", str(ROOT / "configs/tiny" / f"{family}.yaml"),
+                "--config", str(ROOT / "configs/data" / f"{data}.yaml"),
+                "--data.eval_num_frames", "2", "--trainer.limit_test_batches", "1", "--trainer.logger", "false"])
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    assert any(k.endswith("abs_rel") and np.isfinite(v) for k, v in metrics.items()), metrics
+    # Scored at the ground truth's (native) size, whatever size the model ran at.
+    assert seen and all(video == pred for video, pred in seen), seen
