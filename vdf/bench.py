@@ -22,6 +22,9 @@ Measurement:
   its resident set before the warm-up; where the peak cannot be reset, a thread samples the
   resident set every millisecond instead. ``peak_total_mb`` is the whole process (or all
   allocated CUDA memory).
+- **The predict path**: frames of ``--height`` x ``--width`` go through the model's resolution
+  rule (``model size`` in the table is the size the network sees) and its long-video strategy, as
+  in ``vdf predict``.
 - ``--bf16``: autocast to bfloat16. ``--compile``: ``torch.compile`` of the network (CUDA only).
 """
 
@@ -42,6 +45,8 @@ from typing import Any, Optional
 import torch
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
+
+from vdf.inference.resolution import run_at_resolution
 
 MB = 1024.0 * 1024.0
 
@@ -79,6 +84,7 @@ class BenchResult:
     window: int
     params_m: float
     frames_requested: int
+    inference_size: str = ""
     frames_counted: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     fps: float = 0.0
@@ -262,6 +268,7 @@ class _Runner:
             strategy=type(strategy).__name__,
             window=int(getattr(strategy, "window", 1)),
             params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+            inference_size="x".join(str(v) for v in model.resolution.size(settings.height, settings.width)),
             frames_requested=settings.frames,
             memory_kind="cuda max_memory_allocated - allocated before" if self.cuda else "peak RSS - RSS before",
         )
@@ -287,13 +294,15 @@ class _Runner:
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        # The predict path: frames through the model's resolution rule and its strategy.
+        model = self.model
         with torch.inference_mode(), autocast:
             if self.cuda or self.hwm:
-                for _ in self.model.strategy(self.model, iter(video)):
+                for _ in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
                     count += 1
             else:
                 with _RssSampler() as sampler:
-                    for _ in self.model.strategy(self.model, iter(video)):
+                    for _ in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
                         count += 1
         if self.cuda:
             torch.cuda.synchronize(self.device)
@@ -425,13 +434,13 @@ def to_markdown(results: list[BenchResult], settings: BenchSettings) -> str:
         f"{settings.frames} frames of {settings.height}x{settings.width} on {settings.device}"
         f"{', bf16' if settings.bf16 else ''}{', compiled' if settings.compile else ''}; median of "
         f"{settings.repeats} round-robin repeats after {settings.warmup} warm-up frames; ratios to the first row\n",
-        "| model | strategy | window | params (M) | frames/s | × first | peak memory (MB) | × first |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | strategy | window | model size | params (M) | frames/s | × first | peak memory (MB) | × first |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = "–" if r.memory_ratio is None else f"{r.memory_ratio:.2f}"
         lines.append(
-            f"| {r.name} | {r.strategy} | {r.window} | {r.params_m:.2f} | {r.fps:.2f} | {r.fps_ratio:.2f} | "
+            f"| {r.name} | {r.strategy} | {r.window} | {r.inference_size} | {r.params_m:.2f} | {r.fps:.2f} | {r.fps_ratio:.2f} | "
             f"{r.peak_memory_mb:.1f} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
