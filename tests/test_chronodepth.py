@@ -7,8 +7,8 @@ import pytest
 import torch
 import yaml
 
-from vdf.diffusion import EDM, DepthMinMax, LogNormalSigma
-from vdf.diffusion.sampler import EulerSampler
+from vdf.diffusion import EDM, DepthMinMax, FlowMatching, LogNormalSigma
+from vdf.diffusion.sampler import EulerSampler, ScaledSampleEulerSampler
 from vdf.inference import SlidingWindowContext
 from vdf.inference.sliding_context import window_schedule
 from vdf.models.convert import StateDictMismatchError
@@ -127,6 +127,80 @@ def test_tiny_chronodepth_overfits_one_batch():
     with torch.no_grad():
         after = float(fixed_loss())
     assert after < 0.8 * before
+
+
+# -- the sampler: ChronoDepth's loop, step by step in diffusers ------------------------------------
+
+
+def svd_scheduler():
+    """SVD-img2vid-xt's scheduler_config.json (the scheduler ChronoDepth's pipeline steps with)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        prediction_type="v_prediction", interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.002,
+        sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous", steps_offset=1,
+    )
+
+
+def toy_network(seed: int = 0):
+    """A fixed nonlinear ``net(input (1,T,4,h,w), timestep (1,T))`` that mixes frames and channels."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(4, 4, generator=g) * 0.5
+    frames = torch.randn(16, 16, generator=g) * 0.2
+
+    def net(x, timestep):
+        t = x.shape[1]
+        y = torch.einsum("btchw,dc->btdhw", x, mix) + torch.einsum("btchw,st->bschw", x, frames[:t, :t])
+        return torch.tanh(y) + 0.3 * torch.sin(timestep).view(*timestep.shape, 1, 1, 1)
+
+    return net
+
+
+def official_window(scheduler, net, depth, n_context, steps, sigma_epsilon=-4.0):
+    """ChronoDepth's window loop (single_infer_ours) on ``depth`` (1,T,4,h,w): the first
+    ``n_context`` frames are clean context, the others are denoised with the scheduler."""
+    scheduler.set_timesteps(steps)
+    depth = depth.clone()
+    new = depth.shape[1] - n_context
+    for t in scheduler.timesteps:
+        depth[:, n_context:] = scheduler.scale_model_input(depth[:, n_context:], t)
+        timesteps = torch.cat([torch.full((n_context,), sigma_epsilon), t.repeat(new)])
+        out = net(depth, timesteps[None])
+        depth[:, n_context:] = scheduler.step(out[:, n_context:], t, depth[:, n_context:]).prev_sample
+    scheduler._step_index = None
+    return depth
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+@pytest.mark.parametrize("n_context", [0, 5, 7])
+def test_scaled_sample_sampler_is_chronodepths_loop_in_diffusers(steps, n_context):
+    scheduler, edm, net = svd_scheduler(), EDM(), toy_network()
+    g = torch.Generator().manual_seed(steps + n_context)
+    new = 10 - n_context if n_context else 10
+    context = torch.randn(1, n_context, 4, 3, 5, generator=g)
+    noise = torch.randn(1, new, 4, 3, 5, generator=g)
+    x = torch.cat([context, edm.initial_latents(noise)], dim=1)
+    expected = official_window(scheduler, net, x, n_context, steps)
+    fixed = None
+    if n_context:
+        fixed = torch.zeros(1, x.shape[1], dtype=torch.bool)
+        fixed[:, :n_context] = True
+    got = ScaledSampleEulerSampler()(net, edm, x, edm.schedule(steps), fixed, x if n_context else None)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[:, :n_context], context)
+    # The textbook step is another sampler: at 5 steps the residual noise it keeps shows (with 1 or
+    # 2 steps both end within c_skip(700)·x ≈ 1e-3 of each other).
+    textbook = EulerSampler()(net, edm, x, edm.schedule(steps), fixed, x if n_context else None)
+    if steps == 5:
+        assert (textbook - expected).abs().max() > 1e-2
+
+
+def test_scaled_sample_sampler_is_the_euler_sampler_for_flow_matching():
+    fm, net = FlowMatching(), toy_network(1)
+    x = torch.randn(1, 4, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    levels = fm.schedule(3)
+    assert torch.equal(ScaledSampleEulerSampler()(net, fm, x, levels), EulerSampler()(net, fm, x, levels))
 
 
 # -- SlidingWindowContext: schedule, context frames, streaming ----------------------------------
@@ -336,8 +410,12 @@ def test_full_and_tiny_configs_share_the_recipe(name):
         {k: v for k, v in t["denoiser"]["init_args"].items() if k not in drop}
     assert f["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
     assert t["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
-    for key in ("objective", "normalization", "per_frame_levels"):
-        assert f[key] == t[key], key
+    for key in ("objective", "normalization", "per_frame_levels", "sampler"):
+        assert f.get(key) == t.get(key), key
+    assert f["sampler"]["class_path"] == "vdf.diffusion.ScaledSampleEulerSampler"  # the official loop
+    assert f["resolution"]["class_path"] == t["resolution"]["class_path"]
+    assert f["resolution"]["init_args"] == {"max_size": 1024, "multiple": 64, "rounding": "nearest",
+                                            "mode": "bilinear"}
     assert f["strategy"]["class_path"] == t["strategy"]["class_path"] == "vdf.inference.SlidingWindowContext"
     assert f["strategy"]["init_args"] == {"window": 10, "stride": 5} and f["steps"] == 5
     callbacks = lambda c: [cb["init_args"] for cb in c["trainer"].get("callbacks", [])]  # noqa: E731

@@ -1,10 +1,10 @@
-"""Diffusion objectives (EDM, flow matching), their pieces, the shared Euler sampler, depth normalisations."""
+"""Diffusion objectives (EDM, flow matching), their pieces, the Euler samplers, depth normalisations."""
 
 from vdf.diffusion.base import DiffusionObjective
 from vdf.diffusion.edm import EDM, EDMWeighting, LogNormalSigma, UnitWeighting, VPreconditioning, karras_sigmas
 from vdf.diffusion.flow_matching import FlowMatching, LogitNormalTime, UniformTime, shift_levels
 from vdf.diffusion.normalization import DepthMinMax, DepthNormalization, DisparityMinMax, PercentileDisparity
-from vdf.diffusion.sampler import EulerSampler
+from vdf.diffusion.sampler import EulerSampler, ScaledSampleEulerSampler
 
 __all__ = [
     "DepthMinMax",
@@ -18,6 +18,7 @@ __all__ = [
     "LogNormalSigma",
     "LogitNormalTime",
     "PercentileDisparity",
+    "ScaledSampleEulerSampler",
     "UniformTime",
     "UnitWeighting",
     "VPreconditioning",

@@ -36,12 +36,12 @@ class SlidingWindowContext(LongVideoStrategy):
     The first window (``min(N, window)`` frames) is denoised entirely from noise. Every later
     window holds up to ``window - new`` previous frames as context and ``new`` (= ``stride``,
     fewer at the end) new frames. Context frames are the earlier windows' *final* clean latents:
-    they are not re-noised, they stay fixed through the sampler (`vdf.diffusion.EulerSampler`'s
-    ``fixed`` mask) and the network sees them at the objective's ``context_level`` (EDM's default
-    σ = e⁻¹⁶, i.e. ChronoDepth's ``c_noise = -4``), each new frame at the current level — one
-    noise level per frame, as ChronoDepth is trained. Only the new frames are kept. On the last
-    window the context grows so that the window stays full (N = 23: ``[0,10), [5,15), [10,20),
-    [13,23)``; see `window_schedule`).
+    they are not re-noised, they stay fixed through the sampler (the ``fixed`` mask of
+    `vdf.diffusion.EulerSampler`) and the network sees them at the objective's
+    ``context_level`` (EDM's default σ = e⁻¹⁶, i.e. ChronoDepth's ``c_noise = -4``), each new
+    frame at the current level — one noise level per frame, as ChronoDepth is trained. Only the
+    new frames are kept. On the last window the context grows so that the window stays full
+    (N = 23: ``[0,10), [5,15), [10,20), [13,23)``; see `window_schedule`).
 
     The strategy is causal and streaming: frames are read ``stride`` at a time, each frame's
     conditioning (video latents, image embedding) is computed once and carried while the frame
@@ -52,10 +52,11 @@ class SlidingWindowContext(LongVideoStrategy):
     min-max: each frame is the model's own decode (``normalization.to_output``), as ChronoDepth
     outputs its decoded depth without re-normalisation.
 
-    The sampler takes the standard Euler step on the unscaled latents. ChronoDepth's code overwrites
-    the state with its ``c_in``-scaled copy before ``scheduler.step`` (the scheduler then steps
-    the scaled sample, shrinking the residual noise after the first step); vdf does not reproduce
-    this quirk, so outputs are not bit-identical to the reference pipeline.
+    The sampler is the model's (``LatentDiffusionTask(sampler=...)``); ChronoDepth's config uses
+    `vdf.diffusion.ScaledSampleEulerSampler`, the loop of its official pipeline (each Euler step
+    starts from the ``c_in``-scaled state), and the textbook `vdf.diffusion.EulerSampler` is an
+    option. With the official loop this strategy reproduces ChronoDepth's ``infer_mode="ours"``
+    (golden fixtures in ``tests/test_fidelity_chronodepth.py``).
 
     Args:
         window: frames per window, context included (ChronoDepth: 10).
