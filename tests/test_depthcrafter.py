@@ -148,6 +148,48 @@ def test_segment_stitching_blends_and_renoises_the_overlap():
     assert second["x"][:, 3:].std() > 100
 
 
+def test_segment_stitching_noise_is_the_official_rotation():
+    """Segment k starts from the first window of noise rotated by k·overlap frames (DepthCrafter's
+    ``cat([prev[-overlap:], prev[:stride]])``), the last segment from its first frames; one draw."""
+    model = ScriptedModel()
+    draws = []
+
+    def noise_like(shape, generator=None):
+        draws.append(torch.randn(shape, generator=generator))
+        return draws[-1]
+
+    model.noise_like = noise_like
+    list(SegmentStitching(window=8, overlap=3, normalize=False)(model, frames(17)))
+    assert [tuple(d.shape) for d in draws] == [(1, 8, 4, 2, 2)]
+    ins = model.objective.init_noise_sigma
+    sigma_max = float(model.objective.schedule(model.steps)[0])
+    official = draws[0]
+    for k, call in enumerate(model.calls):
+        length = len(call["frames"])
+        noise = official[:, :length]
+        if k == 0:
+            torch.testing.assert_close(call["x"], noise * ins)
+        else:
+            torch.testing.assert_close(call["x"][:, 3:], noise[:, 3:] * ins)
+            tail = (torch.tensor(call["frames"][:3]) + 100.0 * k).view(1, 3, 1, 1, 1)
+            torch.testing.assert_close(call["x"][:, :3], tail + sigma_max * noise[:, :3], rtol=1e-5, atol=1e-3)
+        official = torch.cat([official[:, -3:], official[:, :5]], dim=1)
+    assert [len(c["frames"]) for c in model.calls] == [8, 8, 7]
+
+
+def test_segment_stitching_fresh_noise_option():
+    model = ScriptedModel()
+    list(SegmentStitching(window=8, overlap=3, normalize=False, fresh_noise=True)(model, frames(13)))
+    first, second = model.calls
+    ins = model.objective.init_noise_sigma
+    # The first segment is the same; new frames of the second get noise never seen before.
+    reference = ScriptedModel()
+    list(SegmentStitching(window=8, overlap=3, normalize=False)(reference, frames(13)))
+    torch.testing.assert_close(first["x"], reference.calls[0]["x"])
+    new = second["x"][:, 3:] / ins
+    assert not any(torch.allclose(new[:, i], first["x"][:, j] / ins) for i in range(5) for j in range(8))
+
+
 def test_segment_stitching_video_wide_normalisation_streams_from_disk(tmp_path):
     model = ScriptedModel()
     raw = torch.stack(list(SegmentStitching(window=8, overlap=3, normalize=False)(ScriptedModel(), frames(20))))

@@ -7,6 +7,8 @@ import torch
 
 from vdf.models.convert import StateDictMismatchError
 from vdf.models.svd import (
+    CLIP_MEAN,
+    CLIP_STD,
     CLIPFrameEmbedder,
     SVDDepthDenoiser,
     SVDUNet,
@@ -183,3 +185,76 @@ def test_black_image_and_zero_embedders():
     with pytest.raises(ValueError, match="width 16"):
         SVDDepthDenoiser(SVDUNet(**TINY_UNET), SVDVAE(block_out_channels=(32, 32), layers_per_block=1),
                          ZeroFrameEmbedder(16))
+
+
+# -- weight dtypes (the official pipelines run UNet, VAE and CLIP in float16) --------------------
+
+
+def test_float16_unet_casts_its_inputs_and_computes_in_float16():
+    torch.manual_seed(0)
+    unet = SVDUNet(**TINY_UNET, weights_dtype="float16").eval()
+    assert {p.dtype for p in unet.parameters()} == {torch.float16}
+    x, t, e = torch.randn(1, 3, 8, 8, 8), torch.tensor([0.3]), torch.randn(1, 3, 1, 32)
+    ids = torch.tensor([[7.0, 127, 0.02]], dtype=torch.float16)
+    with torch.no_grad():
+        out = unet(x, t, e, ids)  # float32 latents and embeddings, as the samplers pass them
+        reference = unet(x.half(), t, e.half(), ids)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert torch.equal(out, reference)
+
+
+def test_float16_vae_encodes_in_float32_under_force_upcast():
+    torch.manual_seed(0)
+    vae16 = SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float16")
+    vae32 = SVDVAE(block_out_channels=(32, 32), layers_per_block=1)
+    vae32.load_state_dict({k: v.float() for k, v in vae16.state_dict().items()})  # the float16 values
+    x = (torch.rand(1, 3, 3, 16, 16) * 2 - 1).half()
+    with torch.no_grad():
+        z = vae16.encode(x)
+        assert z.dtype == torch.float32 and vae16.upcasts
+        assert torch.equal(z, vae32.encode(x.float()))  # the upcast weights are exactly the float16 ones
+        assert {p.dtype for p in vae16.parameters()} == {torch.float16} and vae16.dtype == torch.float16
+        assert vae16.decode(z).dtype == torch.float16  # decoding stays in float16
+        no_upcast = SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float16",
+                           force_upcast=False)
+        assert no_upcast.encode(x).dtype == torch.float16 and not no_upcast.upcasts
+    with pytest.raises(ValueError, match="weights_dtype"):
+        SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float64")
+
+
+def test_float16_denoiser_casts_as_the_official_pipeline():
+    """Video in the VAE's dtype before [-1,1] and augmentation, CLIP in float16, float32 video
+    latents, added time ids in the embeddings' dtype, network output in float16."""
+    torch.manual_seed(0)
+    denoiser = SVDDepthDenoiser(
+        SVDUNet(**TINY_UNET, weights_dtype="float16"),
+        SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float16"),
+        CLIPFrameEmbedder(**TINY_CLIP, weights_dtype="float16"),
+    )
+    video = torch.rand(1, 2, 3, 16, 24)
+    noise = torch.randn(1, 2, 3, 16, 24)
+    denoiser.augmentation_noise = lambda shape, generator=None, device=None: noise
+    with torch.no_grad():
+        cond = denoiser.condition(video)
+        assert cond.embeddings.dtype == torch.float16 and cond.video_latents.dtype == torch.float32
+        assert cond.added_time_ids.dtype == torch.float16
+        v16 = video.half() * 2 - 1
+        torch.testing.assert_close(cond.video_latents, denoiser.vae.encode((v16 + 0.02 * noise.half()).float()),
+                                   rtol=0, atol=0)
+        out = denoiser(torch.randn(1, 2, 4, 8, 12), torch.tensor([0.5]), cond)
+        assert out.dtype == torch.float16
+        assert denoiser.decode_depth(torch.randn(1, 2, 4, 8, 12)).dtype == torch.float32
+
+
+def test_clip_preprocessing_is_svds_arithmetic():
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+
+    clip = CLIPFrameEmbedder(**TINY_CLIP)
+    frames = torch.rand(2, 3, 40, 56)
+    x = (_resize_with_antialiasing(frames * 2 - 1, (32, 32)) + 1) / 2
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    pixels = clip.preprocess(frames)
+    assert pixels.is_contiguous()  # as CLIP's image processor returns them (the kernel depends on it)
+    assert torch.equal(pixels, (x - mean) / std)
+    black = CLIPFrameEmbedder(**TINY_CLIP, black_image=True).preprocess(frames)
+    torch.testing.assert_close(black, ((0 - mean) / std).expand(2, 3, 32, 32))

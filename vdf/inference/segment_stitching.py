@@ -91,16 +91,22 @@ class SegmentStitching(LongVideoStrategy):
     - after denoising, the overlap latents are blended linearly with the previous segment's,
       the new segment's weight rising from 0 to 1 across the overlap (``linspace(0,1,overlap)``).
 
-    The conditioning (video latents, image embeddings) of each frame is computed once. Final
-    latents are decoded in chunks of the VAE's ``chunk_size`` counted from the first frame, and
-    the decoded video gets one min-max normalisation to [0,1] (``normalize``): decoded frames wait
-    on disk (float32, in ``spill_dir`` or the system temp dir) until the video's range is known,
-    so memory stays that of one segment whatever the video's length. A video no longer than
-    ``window`` is one segment.
+    **Noise**, as DepthCrafter's pipeline draws it: one window of unit noise is drawn for the
+    first segment (after that segment's noise augmentation: the first draws of a seeded run are
+    the official ones for a video of at most ``window`` frames); each later segment's noise is
+    the previous segment's rotated by ``overlap`` frames (``cat([prev[-overlap:],
+    prev[:window-overlap]])``: the overlap frames keep their noise, the new frames take the
+    previous segment's leading noise) and a short last segment takes its first frames.
+    ``fresh_noise=True`` draws independent noise for every new frame instead.
 
-    DepthCrafter draws the noise of new frames by rotating the first segment's noise; here new
-    frames get fresh noise (the same distribution; outputs are not bit-identical to the
-    reference pipeline for videos longer than one segment).
+    The conditioning (video latents, image embeddings) of each frame is computed once, when its
+    segment first reads it (the noise augmentation of later frames is therefore drawn segment by
+    segment, after the first segment's noise, where the official pipeline draws it for the whole
+    video first). Final latents are decoded in chunks of the VAE's ``chunk_size`` counted from
+    the first frame, and the decoded video gets one min-max normalisation to [0,1]
+    (``normalize``): decoded frames wait on disk (float32, in ``spill_dir`` or the system temp
+    dir) until the video's range is known, so memory stays that of one segment whatever the
+    video's length. A video no longer than ``window`` is one segment.
 
     Args:
         window: frames per segment (DepthCrafter: 110).
@@ -109,6 +115,8 @@ class SegmentStitching(LongVideoStrategy):
         blend: blend the overlap latents (off: the new segment's latents replace the old).
         normalize: one video-wide min-max to [0,1] at the end (off: frames stream out at once).
         spill_dir: where decoded frames wait for the normalisation (default: the temp dir).
+        fresh_noise: new frames of later segments get freshly drawn noise instead of the
+            rotated noise of the official pipeline (no noise pattern repeats along the video).
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class SegmentStitching(LongVideoStrategy):
         blend: bool = True,
         normalize: bool = True,
         spill_dir: str | None = None,
+        fresh_noise: bool = False,
     ):
         if window < 1 or not 0 <= overlap < window:
             raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window={window}, overlap={overlap}")
@@ -128,6 +137,7 @@ class SegmentStitching(LongVideoStrategy):
         self.blend = blend
         self.normalize = normalize
         self.spill_dir = spill_dir
+        self.fresh_noise = fresh_noise
 
     @property
     def window(self) -> int:
@@ -145,14 +155,20 @@ class SegmentStitching(LongVideoStrategy):
 
         new = take(frames, self._window)
         cond_carry = noise_carry = tail = None
+        rotating = None  # (1,window,4,h,w): the official noise of the current segment's positions
         while new:
             cond = model.condition(torch.stack(new)[None], generator)
             if cond_carry is not None:
                 cond = cond_carry.cat([cond_carry, cond])
             length = cond.video_latents.shape[1]
             h, w = cond.video_latents.shape[-2:]
-            fresh = model.noise_like((1, len(new), 4, h, w), generator)
-            noise = fresh if noise_carry is None else torch.cat([noise_carry, fresh], dim=1)
+            if rotating is None:
+                noise = rotating = model.noise_like((1, len(new), 4, h, w), generator)
+            elif self.fresh_noise:
+                fresh = model.noise_like((1, len(new), 4, h, w), generator)
+                noise = fresh if noise_carry is None else torch.cat([noise_carry, fresh], dim=1)
+            else:
+                noise = rotating[:, :length]
             x = model.objective.initial_latents(noise)
             if tail is not None and self.renoise_overlap:
                 x[:, :ov] = model.objective.renoise(tail, noise[:, :ov], first_level)
@@ -162,6 +178,8 @@ class SegmentStitching(LongVideoStrategy):
                 latents = torch.cat([head, latents[:, ov:]], dim=1)
 
             new = take(frames, self._window - ov)
+            # The next segment's noise: this one's, rotated by the overlap (the identity for 0).
+            rotating = torch.cat([rotating[:, self._window - ov :], rotating[:, : self._window - ov]], dim=1)
             if not new or ov == 0:
                 tail = cond_carry = noise_carry = None
                 yield from decoder.push(latents[0], final=not new)

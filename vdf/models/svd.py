@@ -21,14 +21,28 @@ from __future__ import annotations
 
 import inspect
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from vdf.models.convert import StateDictMismatchError, load_state_dict_strict
+
+#: The dtype a network holds its weights in (and computes in). The official inference pipelines
+#: of DepthCrafter, ChronoDepth and Depth Any Video load UNet, VAE and CLIP in float16.
+WeightsDtype = Literal["float32", "float16", "bfloat16"]
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a `WeightsDtype` name (a clear error for anything else)."""
+    if name not in _DTYPES:
+        raise ValueError(f"weights_dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
+
 
 # -- diffusers-format folders -------------------------------------------------------------------
 
@@ -125,15 +139,19 @@ def svd_unet_forward(
             ``set_position_ids``); None = ``arange(T)``.
 
     Returns:
-        ``(B,T,out_channels,h,w)``.
+        ``(B,T,out_channels,h,w)`` in the UNet's weights dtype.
+
+    The network computes in its weights' dtype: the input, the timestep embedding and the image
+    embeddings are cast to it on entry, as DepthCrafter's UNet casts them (float16 inference).
     """
     b, t = sample.shape[:2]
+    dtype = unet.conv_in.weight.dtype
     timestep = torch.as_tensor(timestep, device=sample.device)
     if timestep.dim() == 0:
         timestep = timestep.expand(b)
     if timestep.dim() == 1:
         timestep = timestep[:, None].expand(b, t)
-    t_emb = unet.time_proj(timestep.reshape(b * t)).to(sample.dtype)
+    t_emb = unet.time_proj(timestep.reshape(b * t)).to(dtype)
     emb = unet.time_embedding(t_emb)  # (B*T, C)
     if getattr(unet, "add_embedding", None) is not None:
         if added_time_ids is None:
@@ -144,11 +162,11 @@ def svd_unet_forward(
         context = encoder_hidden_states.flatten(0, 1)
     else:
         context = encoder_hidden_states.repeat_interleave(t, dim=0)
-    context = context.to(sample.dtype)
+    context = context.to(dtype)
 
     up_factor = 2 ** unet.num_upsamplers
     forward_upsample_size = any(s % up_factor for s in sample.shape[-2:])
-    x = unet.conv_in(sample.flatten(0, 1))
+    x = unet.conv_in(sample.flatten(0, 1).to(dtype))
     indicator = torch.zeros(b, t, dtype=x.dtype, device=x.device)
 
     positioned = [m for m in unet.modules() if hasattr(m, "set_position_ids")]
@@ -201,6 +219,9 @@ class SVDUNet(nn.Module):
             frame embedding (Depth Any Video, `vdf.models.rope`).
         rope_theta: RoPE base.
         gradient_checkpointing: recompute activations in the backward pass.
+        weights_dtype: dtype of the weights and of the computation (``float16`` as the official
+            inference pipelines load the UNet; inputs are cast on entry, the output is in this
+            dtype). For inference: optimisers need ``float32`` weights.
     """
 
     def __init__(
@@ -217,10 +238,12 @@ class SVDUNet(nn.Module):
         temporal_rope: bool = False,
         rope_theta: float = 10000.0,
         gradient_checkpointing: bool = False,
+        weights_dtype: WeightsDtype = "float32",
     ):
         super().__init__()
         from diffusers import UNetSpatioTemporalConditionModel
 
+        dtype = torch_dtype(weights_dtype)
         if pretrained is not None:
             config = read_folder_config(pretrained, "UNet", SVD_SOURCE)
             kwargs = constructor_kwargs(UNetSpatioTemporalConditionModel, config)
@@ -257,6 +280,8 @@ class SVDUNet(nn.Module):
             load_folder_into(self.unet, pretrained, "UNet", SVD_SOURCE)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+        if dtype != torch.float32:
+            self.unet.to(dtype)
 
     @property
     def in_channels(self) -> int:
@@ -314,6 +339,12 @@ class SVDVAE(nn.Module):
         scaling_factor: latent scale (0.18215).
         chunk_size: frames per encode/decode call (bounds memory; the temporal decoder mixes
             frames inside a chunk, as the reference pipelines do).
+        weights_dtype: dtype of the weights (``float16`` as the official inference pipelines load
+            SVD's VAE). Also the dtype the depth models bring the input video to before encoding
+            (`SVDDepthDenoiser.condition`), as those pipelines cast the video to their dtype.
+        force_upcast: with ``float16`` weights, encode in float32 (the weights upcast for the
+            call, exactly diffusers' ``force_upcast`` as SVD's VAE config sets it and the
+            pipelines apply it); decoding stays in float16. No effect for other dtypes.
     """
 
     def __init__(
@@ -324,12 +355,16 @@ class SVDVAE(nn.Module):
         latent_channels: int = 4,
         scaling_factor: float = 0.18215,
         chunk_size: int = 8,
+        weights_dtype: WeightsDtype = "float32",
+        force_upcast: bool = True,
     ):
         super().__init__()
         from diffusers import AutoencoderKLTemporalDecoder
 
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        dtype = torch_dtype(weights_dtype)
+        self.force_upcast = force_upcast
         if pretrained is not None:
             config = read_folder_config(pretrained, "VAE", SVD_SOURCE)
             kwargs = constructor_kwargs(AutoencoderKLTemporalDecoder, config)
@@ -344,6 +379,8 @@ class SVDVAE(nn.Module):
         self.vae = AutoencoderKLTemporalDecoder(**kwargs)
         if pretrained is not None:
             load_folder_into(self.vae, pretrained, "VAE", SVD_SOURCE)
+        if dtype != torch.float32:
+            self.vae.to(dtype)
         self.chunk_size = chunk_size
 
     @property
@@ -354,24 +391,52 @@ class SVDVAE(nn.Module):
     def downsample(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights dtype (read from the decoder: the encoder is only upcast during a call)."""
+        return self.vae.decoder.conv_in.weight.dtype
+
+    @property
+    def upcasts(self) -> bool:
+        """Whether encoding runs in float32 on float16 weights (``force_upcast``)."""
+        return self.force_upcast and self.dtype == torch.float16
+
+    @contextmanager
+    def _encoding_weights(self):
+        """The encoder's weights as encoding uses them: upcast to float32 for the call under
+        ``force_upcast`` (the float16 values, exactly), then back to float16."""
+        if not self.upcasts:
+            yield self.dtype
+            return
+        parts = (self.vae.encoder, self.vae.quant_conv)
+        try:
+            for part in parts:
+                part.float()
+            yield torch.float32
+        finally:
+            for part in parts:
+                part.to(self.dtype)
+
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(B,T,3,H,W)`` in [-1,1] -> unscaled latents ``(B,T,4,h,w)`` (posterior mode or a sample)."""
+        """``(B,T,3,H,W)`` in [-1,1] -> unscaled latents ``(B,T,4,h,w)`` (posterior mode or a sample),
+        in the encoding dtype (float32 under ``force_upcast``)."""
         b, t = x.shape[:2]
         frames = x.flatten(0, 1)
         out = []
-        for chunk in frames.split(self.chunk_size):
-            dist = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist
-            out.append(dist.sample(generator) if sample else dist.mode())
+        with self._encoding_weights() as dtype:
+            for chunk in frames.split(self.chunk_size):
+                dist = self.vae.encode(chunk.to(dtype)).latent_dist
+                out.append(dist.sample(generator) if sample else dist.mode())
         z = torch.cat(out)
         return z.reshape(b, t, *z.shape[1:])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Unscaled latents ``(B,T,4,h,w)`` -> ``(B,T,3,H,W)`` (about [-1,1])."""
+        """Unscaled latents ``(B,T,4,h,w)`` -> ``(B,T,3,H,W)`` (about [-1,1]) in the weights dtype."""
         b, t = z.shape[:2]
         out = []
         for clip in z:
             for chunk in clip.split(self.chunk_size):
-                out.append(self.vae.decode(chunk.to(self.vae.dtype), num_frames=len(chunk)).sample)
+                out.append(self.vae.decode(chunk.to(self.dtype), num_frames=len(chunk)).sample)
         x = torch.cat(out)
         return x.reshape(b, t, *x.shape[1:])
 
@@ -402,9 +467,12 @@ class ZeroFrameEmbedder(FrameEmbedder):
 class CLIPFrameEmbedder(FrameEmbedder):
     """transformers' ``CLIPVisionModelWithProjection`` applied to every frame (DepthCrafter).
 
-    Preprocessing as SVD's pipeline: antialiased bicubic resize to ``image_size``, then CLIP's
-    mean/std. ``black_image=True`` embeds a black frame for every frame instead (ChronoDepth's
-    disabled conditioning: a constant, not a zero vector). Defaults are SVD's ViT-H/14 encoder.
+    Preprocessing as SVD's and DepthCrafter's pipelines: the frames go to [-1,1] (in the dtype
+    they come in, as the pipelines compute it), an antialiased bicubic resize to ``image_size`` in
+    float32, back to [0,1], CLIP's mean/std, then the tower in its weights dtype.
+    ``black_image=True`` embeds a black frame for every frame instead (ChronoDepth's disabled
+    conditioning: the resized image set to zero, a constant embedding, not a zero vector).
+    Defaults are SVD's ViT-H/14 encoder.
 
     Args:
         pretrained: local transformers folder (SVD's ``image_encoder``) or None.
@@ -412,6 +480,8 @@ class CLIPFrameEmbedder(FrameEmbedder):
         image_size, projection_dim: the vision tower's sizes when built without weights.
         chunk_size: frames per encoder call.
         black_image: embed black frames (conditioning disabled).
+        weights_dtype: dtype of the tower's weights and computation (``float16`` as the
+            official pipelines load it); embeddings come out in it.
     """
 
     def __init__(
@@ -426,13 +496,17 @@ class CLIPFrameEmbedder(FrameEmbedder):
         projection_dim: int = 1024,
         chunk_size: int = 8,
         black_image: bool = False,
+        weights_dtype: WeightsDtype = "float32",
     ):
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         source = "SVD's image encoder comes from stabilityai/stable-video-diffusion-img2vid-xt (folder image_encoder)"
         if pretrained is not None:
-            config = CLIPVisionConfig(**read_folder_config(pretrained, "CLIP image encoder", source))
+            saved = read_folder_config(pretrained, "CLIP image encoder", source)
+            # A saved dtype (SVD's image_encoder says "torch_dtype": "float16") would build part of
+            # the tower in that dtype and the projection in float32: build in float32, load, cast.
+            config = CLIPVisionConfig(**{k: v for k, v in saved.items() if k not in ("dtype", "torch_dtype")})
         else:
             config = CLIPVisionConfig(
                 hidden_size=hidden_size,
@@ -446,6 +520,8 @@ class CLIPFrameEmbedder(FrameEmbedder):
         self.encoder = CLIPVisionModelWithProjection(config)
         if pretrained is not None:
             load_folder_into(self.encoder, pretrained, "CLIP image encoder", source)
+        if torch_dtype(weights_dtype) != torch.float32:
+            self.encoder.to(torch_dtype(weights_dtype))
         self.dim = config.projection_dim
         self.image_size = config.image_size
         self.chunk_size = chunk_size
@@ -454,23 +530,27 @@ class CLIPFrameEmbedder(FrameEmbedder):
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N,3,H,W)`` in [0,1] -> CLIP input ``(N,3,S,S)``."""
+        """``(N,3,H,W)`` in [0,1] -> CLIP input ``(N,3,S,S)`` float32."""
         from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
             _resize_with_antialiasing,
         )
 
-        # SVD resizes in [-1,1]; the resize is linear, so resizing [0,1] is the same.
-        x = _resize_with_antialiasing(frames, (self.image_size, self.image_size))
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        size = (self.image_size, self.image_size)
+        if self.black_image:
+            x = frames.new_zeros(frames.shape[0], 3, *size, dtype=torch.float32)
+        else:
+            # The pipelines resize in [-1,1]: same result up to rounding, but this is their arithmetic.
+            x = (_resize_with_antialiasing((frames * 2 - 1).float(), size) + 1) / 2
+        # Contiguous as CLIP's image processor returns it: the resize leaves a channels-last
+        # layout, and the patch convolution's kernel (so its float16 rounding) depends on it.
+        return ((x - self.mean) / self.std).contiguous()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, t = video.shape[:2]
         frames = video.flatten(0, 1)
-        if self.black_image:
-            frames = torch.zeros_like(frames[:1]).expand_as(frames)
         dtype = next(self.encoder.parameters()).dtype
         out = [
-            self.encoder(pixel_values=self.preprocess(chunk.float()).to(dtype)).image_embeds
+            self.encoder(pixel_values=self.preprocess(chunk).to(dtype)).image_embeds
             for chunk in frames.split(self.chunk_size)
         ]
         return torch.cat(out).reshape(b, t, 1, -1)
@@ -574,21 +654,35 @@ class SVDDepthDenoiser(nn.Module):
                 f"{-(-height // multiple) * multiple}x{-(-width // multiple) * multiple}"
             )
 
+    def augmentation_noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                           device: torch.device | None = None) -> torch.Tensor:
+        """Unit Gaussian noise of the video's noise augmentation, float32, drawn from ``generator``
+        (on its device; the global RNG on ``device`` when None). Tests replace it to replay
+        recorded noise."""
+        return torch.randn(shape, generator=generator, device=device if generator is None else generator.device)
+
     @torch.no_grad()
     def condition(self, video: torch.Tensor, generator: torch.Generator | None = None) -> SVDCondition:
-        """``(B,T,3,H,W)`` in [0,1] -> the clip's `SVDCondition` (no gradients: VAE and CLIP are frozen)."""
+        """``(B,T,3,H,W)`` in [0,1] -> the clip's `SVDCondition` (no gradients: VAE and CLIP are frozen).
+
+        As the official pipelines: the video is brought to the VAE's weights dtype and to [-1,1];
+        the image embeddings see it before the noise augmentation (DepthCrafter draws that noise
+        after embedding); the VAE encodes the augmented video; the added time ids take the
+        embeddings' dtype.
+        """
         self.check_size(*video.shape[-2:])
+        video = video.to(self.vae.dtype)
+        embeddings = self.image_encoder(video)
         x = video * 2 - 1
         if self.noise_aug_strength > 0:
-            noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+            noise = self.augmentation_noise(x.shape, generator, x.device)
             x = x + self.noise_aug_strength * noise.to(x.device, x.dtype)
         latents = self.vae.encode(x, sample=self.video_latent_sample, generator=generator)
         if self.video_latent_scaled:
             latents = latents * self.vae.scaling_factor
-        embeddings = self.image_encoder(video)
         ids = None
         if self.unet.has_added_time_ids:
-            ids = torch.tensor([self.time_ids], device=video.device, dtype=latents.dtype).expand(video.shape[0], 3)
+            ids = torch.tensor([self.time_ids], device=video.device, dtype=embeddings.dtype).expand(video.shape[0], 3)
         return SVDCondition(latents, embeddings, ids)
 
     @torch.no_grad()
