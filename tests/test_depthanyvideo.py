@@ -8,7 +8,12 @@ import torch
 from test_dav_unet import DAV_CONFIG, dav_state_dict, write_folder
 
 from vdf.diffusion import FlowMatching, PercentileDisparity
-from vdf.inference.keyframe_interpolation import KeyframeInterpolation, ensemble_median, keyframe_extra
+from vdf.inference.keyframe_interpolation import (
+    KeyframeInterpolation,
+    ensemble_median,
+    keyframe_extra,
+    official_keyframes,
+)
 from vdf.models.dav import load_dav_unet
 from vdf.models.svd import SVDCondition, SVDDepthDenoiser, SVDUNet, SVDVAE, ZeroFrameEmbedder, svd_unet_forward
 from vdf.tasks import KeyframeInterpolationTask, LatentDiffusionTask
@@ -157,7 +162,7 @@ def test_percentile_disparity_targets():
 class Recorder:
     """A latent model whose latents are each frame's mean value, so the output of frame ``i`` is
     ``i / 1000`` when frames are routed correctly. ``window_value``: the interpolator returns its
-    window's first-frame value everywhere (to see the blending)."""
+    window's first-frame value everywhere (to see the blending). Decode calls are recorded."""
 
     objective = FlowMatching()
     steps = 3
@@ -166,12 +171,15 @@ class Recorder:
 
     def __init__(self, window_value: bool = False):
         self.calls = []
+        self.decoded = []
+        self.noise = []
         self.window_value = window_value
 
     def generator(self, offset=0):
         return torch.Generator().manual_seed(offset)
 
     def noise_like(self, shape, generator=None):
+        self.noise.append(tuple(shape))
         return torch.randn(shape, generator=generator)
 
     def condition(self, video, generator=None):
@@ -190,30 +198,78 @@ class Recorder:
         return out
 
     def decode(self, latents):
+        self.decoded.append([round(float(v) * 1000) for v in latents[0, :, 0, 0, 0]])
         return latents.mean(dim=2, keepdim=True)
 
 
 def run_strategy(n, interpolator=None, model=None, **kwargs):
+    """Outputs as frame values (None where the strategy gives no prediction), and the base model."""
     model = model or Recorder()
     strategy = KeyframeInterpolation(interpolator=interpolator, **kwargs)
     frames = (torch.full((3, 16, 16), i / 1000) for i in range(n))
-    return [float(o.mean()) * 1000 for o in strategy(model, frames)], model
+    return [None if o is None else float(o.mean()) * 1000 for o in strategy(model, frames)], model
 
 
-@pytest.mark.parametrize("n", [1, 7, 20, 40, 70])
+def official_outputs(n, num_frames=32, interp_frames=16, overlap=6):
+    """The frames run_infer.py + DAVPipeline give an output, from the keyframe rule."""
+    n = min(n, (interp_frames + 2 - overlap) * (num_frames // 2))
+    keys = official_keyframes(n, num_frames, interp_frames, overlap)
+    return list(range(keys[0] + 1, keys[-1])) if keys else list(range(n))
+
+
+def test_official_keyframes():
+    assert official_keyframes(32) == [] and official_keyframes(33) == [0, 17, 12, 29]
+    assert official_keyframes(40) == [0, 17, 12, 29]
+    assert official_keyframes(42) == [0, 17, 12, 29, 24, 41]
+    assert official_keyframes(47) == [0, 17, 12, 29, 24, 41]
+    keys = official_keyframes(192)
+    assert len(keys) == 30 and keys[-2:] == [168, 185]
+    assert len(official_keyframes(400)) == 32  # the budget of 32 keyframes
+    assert official_keyframes(20, num_frames=6, interp_frames=4, overlap=3) == [0, 5, 3, 8, 6, 11]
+
+
+@pytest.mark.parametrize("n", [1, 7, 20, 32, 33, 40, 47, 70, 200])
 @pytest.mark.parametrize("settings", [{}, {"num_frames": 8, "interp_frames": 4, "overlap": 2}], ids=["dav", "small"])
-def test_one_output_per_input_frame_in_order(n, settings):
+def test_official_layout_one_item_per_frame(n, settings):
     out, _ = run_strategy(n, interpolator=Recorder(), **settings)
+    assert len(out) == n
+    present = [i for i, o in enumerate(out) if o is not None]
+    assert present == official_outputs(n, **settings)
+    assert [out[i] for i in present] == pytest.approx(present, abs=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 7, 20, 33, 40, 47, 70, 200])
+@pytest.mark.parametrize("settings", [{}, {"num_frames": 8, "interp_frames": 4, "overlap": 2},
+                                      {"num_frames": 4, "interp_frames": 3, "overlap": 2}], ids=["dav", "small", "tiny"])
+def test_fill_dropped_frames_gives_every_frame_an_output(n, settings):
+    out, _ = run_strategy(n, interpolator=Recorder(), fill_dropped_frames=True, **settings)
     assert out == pytest.approx(list(range(n)), abs=1e-3)
+
+
+def test_frames_past_the_span_are_not_read_into_memory():
+    strategy = KeyframeInterpolation(interpolator=Recorder())
+    read = []
+
+    def frames():
+        for i in range(250):
+            read.append(i)
+            yield torch.full((3, 16, 16), i / 1000)
+
+    out = strategy(Recorder(), frames())
+    first = next(out)  # frame 0: no output; everything up to the span is read and predicted
+    assert first is None and len(read) == 192
+    rest = list(out)
+    assert len(rest) == 249 and all(o is None for o in rest[184:])
 
 
 def test_short_video_is_one_joint_pass():
     _, model = run_strategy(32)
     assert len(model.calls) == 1 and model.calls[0]["positions"] == list(range(32))
+    assert model.noise == [(1, 32, 4, 2, 2)]
 
 
-def test_keyframes_at_true_positions_then_reference_windows():
-    # 42 frames: DAV's schedule exactly (windows 0, 12, 24 of 18 frames; last keyframe 41 = N-1).
+def test_keyframes_at_true_positions_then_windows_as_the_official_pipeline():
+    # 42 frames: keyframes (0, 17), (12, 29), (24, 41); windows 0, 12, 24 of 18 frames.
     interp = Recorder()
     out, base = run_strategy(42, interpolator=interp)
     assert len(base.calls) == 1
@@ -231,32 +287,55 @@ def test_keyframes_at_true_positions_then_reference_windows():
         assert extra[0, 0, :4].mean() * 1000 == pytest.approx(s, abs=1e-3)
         assert extra[0, -1, :4].mean() * 1000 == pytest.approx(s + 17, abs=1e-3)
         assert not extra[0, 1:-1, :4].any()
-    assert out == pytest.approx(list(range(42)), abs=1e-3)
+    # Noise: the keyframe pass, then each window, in order.
+    assert base.noise == [(1, 6, 4, 2, 2)] + [(1, 18, 4, 2, 2)] * 3
+    assert out[0] is None and out[41] is None
+    assert out[1:41] == pytest.approx(list(range(1, 41)), abs=1e-3)
 
 
-def test_tail_window_flush_with_the_end():
+def test_decoding_chunks_start_at_the_first_output_frame():
+    _, base = run_strategy(47, interpolator=Recorder())  # outputs 1..40, chunks of 4
+    assert base.decoded == [list(range(i, i + 4)) for i in range(1, 41, 4)]
+    _, base = run_strategy(10)  # one pass: chunks from frame 0
+    assert base.decoded == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_fill_tail_windows_start_at_the_last_keyframe_then_flush_with_the_end():
     interp = Recorder()
-    _, base = run_strategy(40, interpolator=interp)
-    assert base.calls[0]["positions"] == [0, 12, 17, 22, 29, 39]
+    out, base = run_strategy(40, interpolator=interp, fill_dropped_frames=True)
+    # Official: keyframes 0, 12, 17, 29, windows 0 and 12. Tail: [29, 46] does not fit, so one
+    # window flush with the end, [22, 39], its new keyframes with the last two known held fixed.
+    assert base.calls[0]["positions"] == [0, 12, 17, 29]
+    assert base.calls[1]["positions"] == [17, 22, 29, 39] and base.calls[1]["fixed"] == [True, False, True, False]
     assert [c["frames"][0] for c in interp.calls] == [0, 12, 22]
+    assert out == pytest.approx(list(range(40)), abs=1e-3)
+
+
+def test_fill_does_not_change_the_official_frames():
+    # Interpolators returning the window's first value: tail windows must not blend into frames < 41.
+    official, _ = run_strategy(70, interpolator=Recorder(window_value=True))
+    filled, _ = run_strategy(70, interpolator=Recorder(window_value=True), fill_dropped_frames=True)
+    assert filled[1:65] == official[1:65] and official[65] is None
+    assert filled[0] == pytest.approx(0, abs=1e-3) and all(v is not None for v in filled)
 
 
 def test_overlapping_windows_blend_linearly():
-    interp = Recorder(window_value=True)
-    out, _ = run_strategy(42, interpolator=interp)
+    out, _ = run_strategy(42, interpolator=Recorder(window_value=True))
     # Window 0 keeps frames 1..16 (value 0), window 12 keeps 13..28 (value 12): 13..16 blended.
-    assert out[0] == pytest.approx(0, abs=1e-3)
+    assert out[0] is None
     assert out[1:13] == pytest.approx([0] * 12, abs=1e-3)
     assert out[13:17] == pytest.approx([0, 4, 8, 12], abs=1e-3)
     assert out[17:25] == pytest.approx([12] * 8, abs=1e-3)
-    assert out[41] == pytest.approx(41, abs=1e-3)  # the last keyframe
+    assert out[41] is None
 
 
-def test_groups_carry_context_keyframes_and_respect_the_budget():
+def test_fill_groups_carry_context_keyframes_and_respect_the_budget():
     interp = Recorder()
-    out, base = run_strategy(40, interpolator=interp, num_frames=8, interp_frames=4, overlap=2, context_keyframes=2)
-    assert out == pytest.approx(list(range(40)), abs=1e-3)
-    assert len(base.calls) > 1
+    settings = dict(num_frames=8, interp_frames=4, overlap=2, context_keyframes=2, fill_dropped_frames=True)
+    out, base = run_strategy(60, interpolator=interp, **settings)
+    assert out == pytest.approx(list(range(60)), abs=1e-3)
+    assert base.calls[0]["positions"] == [0, 4, 5, 8, 9, 13] and base.calls[0]["fixed"] is None  # official
+    assert len(base.calls) > 2
     for call in base.calls:
         assert len(call["positions"]) <= 8
         assert call["positions"] == sorted(call["positions"]) == call["frames"]  # true indices
@@ -266,15 +345,16 @@ def test_groups_carry_context_keyframes_and_respect_the_budget():
 
 
 def test_without_interpolator_the_base_model_fills_windows_with_fixed_keyframes():
-    out, base = run_strategy(40, num_frames=8, interp_frames=4, overlap=2)
+    out, base = run_strategy(40, num_frames=8, interp_frames=4, overlap=2, fill_dropped_frames=True)
     assert out == pytest.approx(list(range(40)), abs=1e-3)
     windows = [c for c in base.calls if c["positions"] == list(range(6))]
     assert windows and all(c["fixed"] == [True, False, False, False, False, True] for c in windows)
 
 
-def test_ensemble_runs_every_member_and_keeps_the_output_count():
+def test_ensemble_runs_every_member_and_keeps_the_layout():
     out, base = run_strategy(40, interpolator=Recorder(), ensemble_size=3)
-    assert len(base.calls) == 3 and out == pytest.approx(list(range(40)), abs=1e-3)
+    assert len(base.calls) == 3
+    assert [i for i, o in enumerate(out) if o is not None] == official_outputs(40)
 
 
 def test_ensemble_median_aligns_members_then_takes_the_median():
@@ -302,8 +382,13 @@ def test_keyframe_extra_channels():
 def test_strategy_argument_checks():
     with pytest.raises(ValueError, match="overlap"):
         KeyframeInterpolation(overlap=1)
+    with pytest.raises(ValueError, match="overlap"):
+        KeyframeInterpolation(overlap=10)  # DAV's run script: overlap <= (16 + 3) // 2
+    with pytest.raises(ValueError, match="even"):
+        KeyframeInterpolation(num_frames=31)
     with pytest.raises(ValueError, match="num_frames"):
         KeyframeInterpolation(num_frames=8, interp_frames=16)
+    assert KeyframeInterpolation().span == 192
 
 
 # -- the real tiny models through the strategy -------------------------------------------------------
@@ -311,11 +396,15 @@ def test_strategy_argument_checks():
 
 def test_tiny_models_through_keyframe_interpolation(base_task):
     interp = dav_task(KeyframeInterpolationTask, in_channels=16)
-    strategy = KeyframeInterpolation(interpolator=interp, num_frames=4, interp_frames=2, overlap=2, context_keyframes=1,
-                                     steps=1)
-    video = torch.rand(5, 3, 16, 16)  # windows [0, 3] and [1, 4], one joint pass of 4 keyframes
-    out = list(strategy(base_task, iter(video)))
-    assert len(out) == 5 and all(o.shape == (1, 16, 16) and torch.isfinite(o).all() for o in out)
+    settings = dict(interpolator=interp, num_frames=4, interp_frames=3, overlap=2, steps=1)
+    video = torch.rand(9, 3, 16, 16)  # the first 6 frames: keyframes 0 and 4, outputs 1..3
+    out = list(KeyframeInterpolation(**settings)(base_task, iter(video)))
+    assert [o is not None for o in out] == [False, True, True, True] + [False] * 5
+    assert all(o.shape == (1, 16, 16) and torch.isfinite(o).all() for o in out if o is not None)
+    filled = list(KeyframeInterpolation(fill_dropped_frames=True, context_keyframes=1, **settings)(base_task, iter(video)))
+    assert all(o is not None and o.shape == (1, 16, 16) for o in filled)
+    for i in (1, 2, 3):  # the same noise draws come first: the official frames are unchanged
+        torch.testing.assert_close(filled[i], out[i])
 
 
 def test_interpolation_task_validates_with_ground_truth_keyframes():
