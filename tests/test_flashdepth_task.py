@@ -58,3 +58,37 @@ def test_training_steps_update_every_module_group(in_tmp_cwd):
     for prefix in ("net.pretrained.", "net.depth_head.", "net.mamba.", "net.hybrid_fusion."):
         assert any(n.startswith(prefix) for n in changed), prefix
     assert not any(n.startswith("net.teacher_model.") for n in changed)
+
+
+def test_training_runs_at_the_data_size_and_inference_at_the_official_size(in_tmp_cwd):
+    # The config's resolution rule (the official reader: long side capped at 2044, sides rounded
+    # up to multiples of 14) applies at test and predict time; the clip forward used in training
+    # keeps a crop that is already a multiple of 14 as it is.
+    from vdf.inference.resolution import CapThenRoundToMultiple
+
+    cli = main(["validate", "--config", os.path.join(ROOT, "configs", "tiny", "flashdepth_s.yaml"),
+                "--trainer.limit_val_batches", "0"])
+    task = cli.model.eval()
+    assert isinstance(task.resolution, CapThenRoundToMultiple) and task.input_size is None
+    seen = []
+    # The ViT sees the network's input (its patch embedding runs on the frames).
+    task.net.pretrained.patch_embed.register_forward_pre_hook(
+        lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        assert task(torch.rand(1, 2, 3, 28, 42)).shape == (1, 2, 1, 28, 42)
+        assert seen == [(28, 42)]
+        seen.clear()
+        # Not a multiple of 14: rounded up, as the official preprocessing of every frame.
+        assert task(torch.rand(1, 2, 3, 32, 48)).shape == (1, 2, 1, 32, 48)
+        assert seen == [(42, 56)]
+        seen.clear()
+        # Over the cap: 20 x 2100 -> 19 x 2044 -> 28 x 2044, and back to the input size.
+        pred = task.run_strategy(torch.rand(2, 3, 20, 2100))
+    assert seen == [(28, 2044)] * 2 and pred.shape == (2, 1, 20, 2100)
+    assert torch.isfinite(pred).all()
+
+
+def test_input_size_and_a_resizing_resolution_rule_do_not_combine(in_tmp_cwd):
+    with pytest.raises(ValueError, match="would both resize"):
+        main(["validate", "--config", os.path.join(ROOT, "configs", "tiny", "flashdepth_s.yaml"),
+              "--model.init_args.input_size", "28", "--trainer.limit_val_batches", "0"])

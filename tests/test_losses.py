@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -74,7 +75,34 @@ def test_ssi_rejects_unknown_grouping():
 def test_inverse_depth_l1_by_hand():
     depth = torch.tensor([2.0, 4.0, 0.0, 5.0]).view(1, 1, 1, 1, 4)
     valid = torch.tensor([True, True, True, False]).view(1, 1, 1, 1, 4)
-    pred = torch.tensor([0.5, 0.5, 9.0, 9.0]).view(1, 1, 1, 1, 4)
-    # valid and depth>0: pixels 0 and 1; |0.5-0.5| + |0.5-0.25| = 0.25, mean 0.125, x100
-    assert InverseDepthL1Loss(scale=100.0)(pred, depth, valid).item() == pytest.approx(12.5)
+    pred = torch.tensor([50.0, 30.0, 9.0, 9.0]).view(1, 1, 1, 1, 4)
+    # valid and depth>0: pixels 0 and 1; targets 100/2 = 50 and 100/4 = 25: (0 + 5) / 2
+    assert InverseDepthL1Loss(scale=100.0)(pred, depth, valid).item() == pytest.approx(2.5)
     assert torch.equal(gt_disparity(depth, valid).flatten(), torch.tensor([0.5, 0.25, 0.0, 0.0]))
+
+
+def test_inverse_depth_l1_is_zero_for_a_perfect_official_scale_prediction():
+    # FlashDepth predicts 100 / metres: that prediction on the valid pixels costs nothing,
+    # whatever it holds elsewhere (the loss must not pull official weights' outputs down 100x).
+    depth, valid, g = _clip(seed=5)
+    pred = torch.where(valid, 100.0 / depth, 1e3 * torch.rand(depth.shape, generator=g))
+    assert InverseDepthL1Loss()(pred, depth, valid).item() == 0.0
+    assert InverseDepthL1Loss()(pred / 100.0, depth, valid).item() > 1.0
+
+
+def test_inverse_depth_l1_matches_an_independent_computation():
+    # The official loss: F.l1_loss(pred[valid], 100 * inverse_depth[valid]) over all frames of the
+    # batch at once; here in float64 numpy over the pooled valid pixels.
+    depth, valid, g = _clip(b=2, t=3, seed=6)
+    depth[0, 1, 0, 0, :4] = float("inf")  # sky: a valid target of 0
+    depth[1, 2, 0, 1, :3] = 0.0  # unknown depth, even where marked valid, is ignored
+    pred = 200 * torch.rand(depth.shape, generator=g)
+    d, v, p = depth.double().numpy(), valid.numpy(), pred.double().numpy()
+    keep = v & (d > 0)
+    expected = np.abs(p[keep] - 100.0 / d[keep]).mean()
+    got = InverseDepthL1Loss(scale=100.0)(pred, depth, valid)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    official = torch.nn.functional.l1_loss(pred[torch.from_numpy(keep)], 100.0 / depth[torch.from_numpy(keep)])
+    assert torch.allclose(got, official)
+    empty = InverseDepthL1Loss()(pred.requires_grad_(), depth, torch.zeros_like(valid))
+    assert empty.item() == 0.0 and empty.requires_grad

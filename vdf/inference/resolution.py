@@ -161,6 +161,84 @@ class RoundToMultiple(Resolution):
         return out.clamp(0, 1) if self.clip else out
 
 
+class CapThenRoundToMultiple(Resolution):
+    """The long side capped by one resize, then each side rounded to a multiple by a second (FlashDepth).
+
+    FlashDepth's video reader scales a frame whose long side exceeds ``max_size`` so that its
+    long side is ``max_size``, each scaled side truncated to an integer, and resizes it there;
+    the network's preprocessing then rounds each side of that frame to ``multiple`` and resizes
+    again. Each resize is ``mode`` followed, with ``clip``, by a clamp to [0,1]; a resize to the
+    frame's own size is skipped. Examples (``max_size=2044, multiple=14, rounding="up"``):
+    1080 x 1920 -> 1092 x 1932 (one resize); 2160 x 3840 -> 1149 x 2044 -> 1162 x 2044.
+    ``restore`` goes back to the input size in one bilinear resize with ``align_corners=True``,
+    as FlashDepth's evaluation maps a prediction onto its ground truth.
+
+    Args:
+        max_size: cap of the long side (None: no cap, one resize).
+        multiple: each processed side is a multiple of this.
+        rounding: ``up`` (FlashDepth's), ``nearest`` or ``down``.
+        mode: resize filter of both resizes.
+        antialias: antialias when downscaling (bilinear/bicubic).
+        clip: clamp to [0,1] after each resize.
+        restore_mode, restore_align_corners: filter of the way back to the input size.
+    """
+
+    def __init__(
+        self,
+        max_size: int | None = 2044,
+        multiple: int = 14,
+        rounding: str = "up",
+        mode: str = "bicubic",
+        antialias: bool = False,
+        clip: bool = True,
+        restore_mode: str = "bilinear",
+        restore_align_corners: bool = True,
+    ):
+        if multiple < 1:
+            raise ValueError(f"multiple must be >= 1, got {multiple}")
+        if rounding not in _ROUNDINGS:
+            raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
+        if mode not in _MODES or restore_mode not in _MODES:
+            raise ValueError(f"mode and restore_mode must be among {_MODES}, got {mode!r}, {restore_mode!r}")
+        if max_size is not None and max_size < 1:
+            raise ValueError(f"max_size must be positive, got {max_size}")
+        self.max_size = max_size
+        self.multiple = multiple
+        self.rounding = rounding
+        self.mode = mode
+        self.antialias = antialias
+        self.clip = clip
+        self.restore_mode = restore_mode
+        self.restore_align_corners = restore_align_corners
+
+    def capped(self, height: int, width: int) -> tuple[int, int]:
+        """The size after the first resize (the input's own size when within the cap)."""
+        if self.max_size is None or max(height, width) <= self.max_size:
+            return height, width
+        scale = self.max_size / max(height, width)
+        return int(height * scale), int(width * scale)
+
+    def size(self, height, width, requested=None):
+        h, w = self.capped(height, width)
+        return _round(h, self.multiple, self.rounding), _round(w, self.multiple, self.rounding)
+
+    def _resize(self, frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(frames.shape[-2:]) == tuple(size):
+            return frames
+        out = resize_frames(frames, size, self.mode, self.antialias)
+        return out.clamp(0, 1) if self.clip else out
+
+    def prepare(self, frames, size):
+        height, width = frames.shape[-2:]
+        if tuple(size) != self.size(height, width):
+            raise ValueError(f"{type(self).__name__} brings {height}x{width} frames to "
+                             f"{self.size(height, width)}, not {tuple(size)}")
+        return self._resize(self._resize(frames, self.capped(height, width)), size)
+
+    def restore(self, pred, height, width):
+        return resize_frames(pred, (height, width), self.restore_mode, align_corners=self.restore_align_corners)
+
+
 class CenterCropToMultiple(Resolution):
     """Downscale so the long side is at most ``max_size``, then centre-crop to multiples (Depth Any Video).
 

@@ -1,12 +1,20 @@
 """`FlashDepthTask`: FlashDepth trained with BPTT over short clips, run by streaming.
 
 Training follows the paper's recipe: clips of 5 frames (the datamodule's ``num_frames``), the
-recurrent state restarted at every clip and carried through its frames with full BPTT, L1 on
-disparity scaled to ``100/metres`` (or the scale-and-shift-invariant loss), AdamW (0.9, 0.95)
-with one learning rate per module group and a warm-up from 1e-4x, then constant. Stage 1
-initialises S or L from the official Depth-Anything-V2 weights (the net's ``dav2_checkpoint``);
-stage 2 trains the hybrid from a FlashDepth-S checkpoint (``student_checkpoint``) with the ViT-L
-teacher frozen (``teacher_checkpoint``, a FlashDepth-L checkpoint).
+recurrent state restarted at every clip and carried through its frames with full BPTT, L1
+between the prediction and ``100/depth`` (the official target; or the scale-and-shift-invariant
+loss), AdamW (0.9, 0.95) with one learning rate per module group and a warm-up from 1e-4x, then
+constant. Stage 1 initialises S or L from the official Depth-Anything-V2 weights (the net's
+``dav2_checkpoint``); stage 2 trains the hybrid from a FlashDepth-S checkpoint
+(``student_checkpoint``) with the ViT-L teacher frozen (``teacher_checkpoint``, a FlashDepth-L
+checkpoint).
+
+Frame sizes. The network sees the frames at their own size, as the official code: training clips
+at the data's crop size, and at test and predict time the size of the config's ``resolution`` rule
+(the official inference reader's: long side capped at 2044, then each side rounded up to a
+multiple of 14, `vdf.inference.resolution.CapThenRoundToMultiple`). A side that is not a multiple
+of 14 is rounded up (bicubic, clipped to [0,1]), as the official Depth-Anything preprocessing does
+for every frame, and the prediction is resized back (bilinear, ``align_corners=True``).
 """
 
 from __future__ import annotations
@@ -18,12 +26,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from vdf.inference.base import LongVideoStrategy
-from vdf.inference.resolution import Resolution
+from vdf.inference.resolution import Resolution, RoundToMultiple
 from vdf.inference.streaming import Streaming
-from vdf.models.dav2 import preprocess_frames
+from vdf.models.dav2 import normalize_imagenet, preprocess_frames
 from vdf.models.flashdepth import FlashDepth
 from vdf.tasks.base import VideoDepthTask
 from vdf.tasks.losses import InverseDepthL1Loss
+
+# The official Depth-Anything preprocessing of every frame: each side rounded up to a multiple of
+# 14 (``Resize(lower_bound, ensure_multiple_of=14)`` at the frame's own size), bicubic, then
+# clipped to [0,1]. A no-op on frames already at such a size (the paper's crops, and frames a
+# `CapThenRoundToMultiple` rule has prepared).
+_PATCH_MULTIPLE = RoundToMultiple(max_size=None, multiple=14, rounding="up", mode="bicubic", clip=True)
 
 
 class FlashDepthTask(VideoDepthTask):
@@ -32,9 +46,13 @@ class FlashDepthTask(VideoDepthTask):
     Args:
         net: the FlashDepth network; weights load through its ``checkpoint`` (official FlashDepth),
             ``dav2_checkpoint``, ``student_checkpoint`` and ``teacher_checkpoint`` arguments.
-        input_size: processing short side (multiple-of-14 rule); None keeps the native size
-            rounded up to multiples of 14, as FlashDepth's own inference.
-        loss: default L1 on ``100/depth`` (the paper's); `ScaleShiftInvariantLoss` is the option.
+        input_size: vdf option, not the official pipeline: resize every frame so that its short
+            side is ``input_size`` (Depth-Anything-V2's multiple-of-14 rule) before the network, in
+            training, validation, test and predict alike. None (default, official): no resize
+            beyond rounding the sides up to multiples of 14. Do not combine it with a
+            ``resolution`` rule that resizes too.
+        loss: default `InverseDepthL1Loss` (L1 between the prediction and ``100/depth``, the
+            official target and loss); `ScaleShiftInvariantLoss` is the option.
         vit_lr, dpt_lr, mamba_lr, fusion_lr: learning rates of the module groups (the paper's).
         warmup_steps: warm-up from 1e-4x to 1x, then constant (``min_lr_ratio`` unused).
         freeze_vit: keep the student's ViT fixed.
@@ -45,7 +63,7 @@ class FlashDepthTask(VideoDepthTask):
     def __init__(
         self,
         net: FlashDepth,
-        input_size: int | None = 518,
+        input_size: int | None = None,
         loss: nn.Module | None = None,
         vit_lr: float = 5e-6,
         dpt_lr: float = 5e-5,
@@ -79,26 +97,34 @@ class FlashDepthTask(VideoDepthTask):
             net.set_grad_checkpointing(True)
         if freeze_vit:
             net.pretrained.requires_grad_(False)
+        if input_size is not None and type(self.resolution) is not Resolution:
+            raise ValueError(
+                f"input_size={input_size} and resolution {type(self.resolution).__name__} would both resize the "
+                "frames at test and predict time; set one of them"
+            )
         self.net = net
         self.input_size = input_size
         self.group_lrs = {"vit": vit_lr, "dpt": dpt_lr, "mamba": mamba_lr, "fusion": fusion_lr}
 
     def _prepare(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N,3,H,W)`` in [0,1] -> normalised at the processing size (multiples of 14)."""
+        """``(N,3,H,W)`` in [0,1] -> ImageNet-normalised, sides multiples of 14."""
         if self.input_size is not None:
             return preprocess_frames(frames, self.input_size)
-        h, w = frames.shape[-2:]
-        size = (-(-h // 14) * 14, -(-w // 14) * 14)
-        if size != (h, w):
-            frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False)
-        return preprocess_frames(frames, min(size))
+        size = _PATCH_MULTIPLE.size(*frames.shape[-2:])
+        return normalize_imagenet(_PATCH_MULTIPLE.prepare(frames, size))
+
+    @staticmethod
+    def _back(disparity: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``(N,1,h',w')`` -> ``(N,1,h,w)``: bilinear, ``align_corners=True`` (the official evaluation's)."""
+        if tuple(disparity.shape[-2:]) == (h, w):
+            return disparity
+        return F.interpolate(disparity, size=(h, w), mode="bilinear", align_corners=True)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         b, t, _, h, w = video.shape
         images = self._prepare(video.reshape(b * t, 3, h, w))
         disparity, _ = self.net(images.reshape(b, t, *images.shape[1:]))
-        out = F.interpolate(disparity.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=True)
-        return out.reshape(b, t, 1, h, w)
+        return self._back(disparity.flatten(0, 1), h, w).reshape(b, t, 1, h, w)
 
     @torch.no_grad()
     def stream_step(self, frame: torch.Tensor, state: Any | None) -> tuple[torch.Tensor, Any]:
@@ -108,7 +134,7 @@ class FlashDepthTask(VideoDepthTask):
         if state is None:
             state = self.net.init_state(frame.shape[0], device=self.device)
         disparity, state = self.net.step(self._prepare(frame), state)
-        return F.interpolate(disparity, size=(h, w), mode="bilinear", align_corners=True).float(), state
+        return self._back(disparity, h, w).float(), state
 
     def param_groups(self) -> list[dict[str, Any]]:
         groups = self.net.param_groups_by_module()

@@ -66,7 +66,15 @@ class ScaleShiftInvariantLoss(nn.Module):
 
 
 class InverseDepthL1Loss(nn.Module):
-    """L1 between predicted and ground-truth disparity, times ``scale`` (FlashDepth uses 100)."""
+    """L1 between the predicted disparity and ``scale / depth`` (FlashDepth's training loss).
+
+    FlashDepth regresses disparity in units of ``100 / metres`` (``scale=100``; the official
+    training multiplies the ground-truth inverse depth by 100, the range of Depth-Anything-V2's
+    outputs). The loss is the mean absolute difference over the valid pixels (``valid`` and
+    ``depth > 0``; an infinite depth is a valid target of 0) of the whole batch, all frames
+    pooled, as ``F.l1_loss(pred[valid], target[valid])`` in the official code. A batch without a
+    valid pixel gives 0 (with a graph).
+    """
 
     def __init__(self, scale: float = 100.0):
         super().__init__()
@@ -76,5 +84,5 @@ class InverseDepthL1Loss(nn.Module):
         mask = valid & (depth > 0)
         if not mask.any():
             return pred.sum() * 0.0
-        target = gt_disparity(depth, valid)
-        return self.scale * (pred - target).abs()[mask].mean()
+        target = self.scale * gt_disparity(depth, valid)
+        return (pred.float() - target.float())[mask].abs().mean()
