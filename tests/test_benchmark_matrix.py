@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+import yaml
 from PIL import Image
 
 from vdf.cli import main
@@ -63,10 +63,16 @@ def _kitti(root: Path) -> None:
 
 
 def _bonn(root: Path) -> None:
+    # The protocol keeps frames 30.. of each sequence: 32 frames, all links to one image pair.
+    rgb, depth = root / "rgb.png", root / "depth.png"
+    _smooth_rgb(rgb, 480, 640, 0)
+    _depth_png(depth, 480, 640, 2000, 40000)
     for seq in BONN_SEQUENCES:
+        (root / seq / "rgb").mkdir(parents=True)
+        (root / seq / "depth").mkdir(parents=True)
         for i in range(32):
-            _smooth_rgb(root / seq / "rgb" / f"{1548266469.0 + i * 0.033:.6f}.png", 480, 640, i)
-            _depth_png(root / seq / "depth" / f"{1548266469.01 + i * 0.033:.6f}.png", 480, 640, 2000, 40000)
+            os.link(rgb, root / seq / "rgb" / f"{1548266469.0 + i * 0.033:.6f}.png")
+            os.link(depth, root / seq / "depth" / f"{1548266469.01 + i * 0.033:.6f}.png")
 
 
 def _scannet(root: Path, frames: int = 12) -> None:
@@ -102,10 +108,21 @@ def benchmark_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("data", DATA_CONFIGS)
+def _all_test_datasets(tmp_path: Path) -> tuple[Path, list[str]]:
+    """One data config holding the ``test`` datasets of every data config (one model build per family)."""
+    datasets = []
+    for name in DATA_CONFIGS:
+        datasets += yaml.safe_load((ROOT / "configs" / "data" / f"{name}.yaml").read_text())["data"]["test"]
+    path = tmp_path / "all_benchmarks.yaml"
+    path.write_text(yaml.safe_dump({"data": {"test": datasets, "eval_num_frames": 2}}))
+    return path, datasets
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_family_tests_on_every_data_config(family, data, benchmark_root, monkeypatch):
+def test_every_family_tests_on_every_data_config(family, benchmark_root, tmp_path, monkeypatch):
     monkeypatch.chdir(benchmark_root)
+    config, datasets = _all_test_datasets(tmp_path)
+    assert len(datasets) == len(DATA_CONFIGS)
     seen = []
     from vdf.tasks.base import VideoDepthTask
 
@@ -113,14 +130,38 @@ def test_every_family_tests_on_every_data_config(family, data, benchmark_root, m
 
     def recording(self, batch, dataloader_idx, stream=False, test=False):
         out = update(self, batch, dataloader_idx, stream, test)
-        seen.append((tuple(batch["video"].shape[-2:]), tuple(out["disparity"].shape[-2:])))
+        seen.append((dataloader_idx, tuple(batch["video"].shape[-2:]), tuple(out["disparity"].shape[-2:])))
         return out
 
     monkeypatch.setattr(VideoDepthTask, "_eval_step", recording)
-    cli = main(["test", "--config", str(ROOT / "configs/tiny" / f"{family}.yaml"),
-                "--config", str(ROOT / "configs/data" / f"{data}.yaml"),
-                "--data.eval_num_frames", "2", "--trainer.limit_test_batches", "1", "--trainer.logger", "false"])
+    cli = main(["test", "--config", str(ROOT / "configs/tiny" / f"{family}.yaml"), "--config", str(config),
+                "--trainer.limit_test_batches", "1", "--trainer.logger", "false"])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    assert any(k.endswith("abs_rel") and np.isfinite(v) for k, v in metrics.items()), metrics
-    # Scored at the ground truth's (native) size, whatever size the model ran at.
-    assert seen and all(video == pred for video, pred in seen), seen
+    names = cli.datamodule.dataset_names("test")
+    for name in names:
+        assert np.isfinite(metrics[f"test/{name}/abs_rel"]), (name, metrics)
+    # Every dataset ran once, and was scored at the ground truth's (native) size whatever size the
+    # model ran at.
+    assert sorted(i for i, _, _ in seen) == list(range(len(DATA_CONFIGS)))
+    assert all(video == pred for _, video, pred in seen), seen
+
+
+def test_a_rule_with_protocol_sizes_runs_the_benchmark_at_its_fixed_size(benchmark_root, monkeypatch):
+    monkeypatch.chdir(benchmark_root)
+    from vdf.tasks.frame_depth import FrameDepthTask
+
+    sizes = []
+    forward = FrameDepthTask.forward
+
+    def recording(self, video):
+        sizes.append(tuple(video.shape[-2:]))
+        return forward(self, video)
+
+    monkeypatch.setattr(FrameDepthTask, "forward", recording)
+    rule = ('{"class_path": "vdf.inference.resolution.RoundToMultiple", '
+            '"init_args": {"max_size": 1024, "multiple": 64, "protocol_sizes": true}}')
+    main(["test", "--config", str(ROOT / "configs/tiny/dav2.yaml"), "--config", str(ROOT / "configs/data/sintel.yaml"),
+          "--model.init_args.resolution", rule, "--data.eval_num_frames", "2", "--trainer.limit_test_batches", "1",
+          "--trainer.logger", "false"])
+    # DepthCrafter's benchmark size for Sintel (436x1024 frames run at 448x1024).
+    assert sizes and set(sizes) == {(448, 1024)}

@@ -67,8 +67,15 @@ def test_the_docs_have_runnable_commands():
     assert any(p.endswith("quickstart.md") for p in PAGES_WITH_COMMANDS)
 
 
+@pytest.fixture(scope="module")
+def experiment_outputs(tmp_path_factory):
+    """One tiny-mode output folder per grid for the whole module: the runner resumes completed
+    cells, so a grid that several pages run (experiments.md and its recipe page) trains once."""
+    return tmp_path_factory.mktemp("experiment_outputs")
+
+
 @pytest.mark.parametrize("page", PAGES_WITH_COMMANDS, ids=lambda p: os.path.relpath(p, ROOT))
-def test_page_commands_run_in_tiny_mode(page, in_tmp_cwd, capsys):
+def test_page_commands_run_in_tiny_mode(page, in_tmp_cwd, capsys, experiment_outputs):
     for command in commands(page):
         if command.startswith("python -m vdf."):
             module, *argv = shlex.split(command)[2:]
@@ -80,6 +87,9 @@ def test_page_commands_run_in_tiny_mode(page, in_tmp_cwd, capsys):
                 sys.argv = old_argv
             continue
         args = tiny_args(command)
+        if args[0] == "experiment":
+            grid = os.path.basename(os.path.normpath(args[1]))
+            args[args.index("experiment_out")] = str(experiment_outputs / grid)
         if args[0] in TOOLS:
             run(args)
             continue
