@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +105,18 @@ def recording(targets: list[tuple[Any, str]]):
     finally:
         for owner, name, fn in saved:
             setattr(owner, name, fn)
+
+
+def make_video(frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """``(T,H,W,3)`` uint8: smooth random blobs drifting across frames (a video-like input)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, 6, 6, generator=g)
+    big = torch.nn.functional.interpolate(base, size=(height * 2, width * 2), mode="bicubic", align_corners=False)
+    out = []
+    for t in range(frames):
+        dy, dx = (t * 3) % height, (t * 5) % width
+        frame = big[0, :, dy : dy + height, dx : dx + width]
+        frame = frame + 0.08 * torch.rand(3, height, width, generator=g)
+        out.append(frame.clamp(0, 1))
+    video = torch.stack(out).permute(0, 2, 3, 1)
+    return (video * 255).round().to(torch.uint8).numpy()

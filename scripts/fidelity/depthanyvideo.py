@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FIXTURES, ROOT, import_official, recording, round_to_fp16_, save_case  # noqa: E402
+from common import FIXTURES, ROOT, import_official, make_video, recording, round_to_fp16_, save_case  # noqa: E402
 
 OUT = FIXTURES / "depthanyvideo"
 TINY_VAE = ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae"
@@ -131,21 +131,6 @@ def build_pipeline(official: Path):
     pipe = dav_pipelines.DAVPipeline(vae=vae, unet=unet, unet_interp=unet_interp, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def make_video(frames: int, height: int, width: int, seed: int) -> np.ndarray:
-    """``(T,H,W,3)`` uint8: smooth random blobs drifting across frames (a video-like input)."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(1, 3, 6, 6, generator=g)
-    big = torch.nn.functional.interpolate(base, size=(height * 2, width * 2), mode="bicubic", align_corners=False)
-    out = []
-    for t in range(frames):
-        dy, dx = (t * 3) % height, (t * 5) % width
-        frame = big[0, :, dy : dy + height, dx : dx + width]
-        frame = frame + 0.08 * torch.rand(3, height, width, generator=g)
-        out.append(frame.clamp(0, 1))
-    video = torch.stack(out).permute(0, 2, 3, 1)
-    return (video * 255).round().to(torch.uint8).numpy()
 
 
 def run_case(pipe, img_utils, name: str, frames: int, num_frames: int, interp: int, overlap: int, seed: int) -> None:

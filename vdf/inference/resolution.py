@@ -33,6 +33,17 @@ _ROUNDINGS = ("nearest", "down", "up")
 _MODES = ("bilinear", "bicubic", "area", "nearest", "lanczos")
 
 
+def _check(multiple: int = 1, rounding: str = "nearest", *modes: str) -> None:
+    """Clear errors for the arguments every rule shares."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    if rounding not in _ROUNDINGS:
+        raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
+    for mode in modes:
+        if mode not in _MODES:
+            raise ValueError(f"resize modes must be among {_MODES}, got {mode!r}")
+
+
 def _round(value: float, multiple: int, rounding: str) -> int:
     if rounding == "nearest":
         # Python's round (half to even), as the official scripts call it.
@@ -128,12 +139,7 @@ class RoundToMultiple(Resolution):
         protocol_sizes: bool = False,
         restore_mode: str = "bilinear",
     ):
-        if multiple < 1:
-            raise ValueError(f"multiple must be >= 1, got {multiple}")
-        if rounding not in _ROUNDINGS:
-            raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
-        if mode not in _MODES or restore_mode not in _MODES:
-            raise ValueError(f"mode and restore_mode must be among {_MODES}, got {mode!r}, {restore_mode!r}")
+        _check(multiple, rounding, mode, restore_mode)
         if max_size is not None and max_size < multiple:
             raise ValueError(f"max_size ({max_size}) must be at least multiple ({multiple})")
         self.max_size = max_size
@@ -194,12 +200,7 @@ class CapThenRoundToMultiple(Resolution):
         restore_mode: str = "bilinear",
         restore_align_corners: bool = True,
     ):
-        if multiple < 1:
-            raise ValueError(f"multiple must be >= 1, got {multiple}")
-        if rounding not in _ROUNDINGS:
-            raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
-        if mode not in _MODES or restore_mode not in _MODES:
-            raise ValueError(f"mode and restore_mode must be among {_MODES}, got {mode!r}, {restore_mode!r}")
+        _check(multiple, rounding, mode, restore_mode)
         if max_size is not None and max_size < 1:
             raise ValueError(f"max_size must be positive, got {max_size}")
         self.max_size = max_size
@@ -256,10 +257,7 @@ class CenterCropToMultiple(Resolution):
     """
 
     def __init__(self, max_size: int | None = 1024, multiple: int = 32, mode: str = "lanczos"):
-        if multiple < 1:
-            raise ValueError(f"multiple must be >= 1, got {multiple}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be among {_MODES}, got {mode!r}")
+        _check(multiple, "nearest", mode)
         self.max_size = max_size
         self.multiple = multiple
         self.mode = mode
@@ -311,8 +309,7 @@ class FixedSize(Resolution):
     def __init__(self, height: int, width: int, mode: str = "bilinear", antialias: bool = False):
         if height < 1 or width < 1:
             raise ValueError(f"need a positive size, got {height}x{width}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be among {_MODES}, got {mode!r}")
+        _check(1, "nearest", mode)
         self.height, self.width = height, width
         self.mode = mode
         self.antialias = antialias
