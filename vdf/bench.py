@@ -24,7 +24,8 @@ Measurement:
   allocated CUDA memory).
 - **The predict path**: frames of ``--height`` x ``--width`` go through the model's resolution
   rule (``model size`` in the table is the size the network sees) and its long-video strategy, as
-  in ``vdf predict``.
+  in ``vdf predict``. frames/s counts the frames that get a prediction (Depth Any Video's official
+  layout predicts a fixed span of the video).
 - ``--bf16``: autocast to bfloat16. ``--compile``: ``torch.compile`` of the network (CUDA only).
 """
 
@@ -298,12 +299,12 @@ class _Runner:
         model = self.model
         with torch.inference_mode(), autocast:
             if self.cuda or self.hwm:
-                for _ in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
-                    count += 1
+                for out in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
+                    count += out is not None
             else:
                 with _RssSampler() as sampler:
-                    for _ in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
-                        count += 1
+                    for out in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
+                        count += out is not None
         if self.cuda:
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
