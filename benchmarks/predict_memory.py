@@ -60,7 +60,8 @@ def run(
     workdir: str | None = None,
 ) -> dict:
     """Measure peak RSS of ``vdf predict`` for one video of each length."""
-    from vdf.data.datasets.synthetic import SyntheticWorld, write_episodes
+    from vdf.data.datasets.synthetic import SyntheticWorld
+    from vdf.io import write_episodes
 
     work = Path(workdir or tempfile.mkdtemp(prefix="vdf_predict_memory_"))
     rows = []

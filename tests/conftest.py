@@ -1,7 +1,18 @@
 import os
+import tempfile
 
 import pytest
 import torch
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+# Hypothesis keeps its example database and caches under .hypothesis/ in the working directory;
+# no test writes into the checkout, so they go to a temporary folder.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="vdf-hypothesis-")
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+settings.register_profile("vdf", database=DirectoryBasedExampleDatabase(os.path.join(_HYPOTHESIS_HOME, "examples")))
+settings.load_profile("vdf")
 
 # The suite runs on 2-core CI machines: one intra-op thread per worker avoids oversubscription.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -87,7 +87,7 @@ def test_weight_files_are_ignored_by_default():
     flag, extra = weight_file_overrides([os.path.join(ROOT, "configs", "flashdepth.yaml")])
     assert flag == "--config"
     nulls = yaml.safe_load(extra)["model"]["init_args"]
-    assert nulls["net"]["init_args"] == {"student_checkpoint": None, "teacher_checkpoint": None}
+    assert nulls["net"]["init_args"] == {"student_weights": None, "teacher_weights": None}
     assert "gradient_checkpointing" not in nulls, "flags are not weight files"
     model = build_model(["--config", os.path.join(ROOT, "configs", "dav2.yaml"),
                          *weight_file_overrides([os.path.join(ROOT, "configs", "dav2.yaml")])])

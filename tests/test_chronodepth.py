@@ -11,7 +11,7 @@ from vdf.diffusion import EDM, DepthMinMax, FlowMatching, LogNormalSigma
 from vdf.diffusion.sampler import EulerSampler, ScaledSampleEulerSampler
 from vdf.inference import SlidingWindowContext
 from vdf.inference.sliding_context import window_schedule
-from vdf.models.convert import StateDictMismatchError
+from vdf.models.weights import StateDictMismatchError
 from vdf.models.svd import CLIPFrameEmbedder, SVDCondition, SVDDepthDenoiser, SVDUNet, SVDVAE
 from vdf.tasks import LatentDiffusionTask
 
@@ -378,7 +378,7 @@ def test_svd_unet_loads_a_save_pretrained_folder_strictly(tmp_path):
     reference = SVDUNet(**UNET_SIZES).unet
     reference.save_pretrained(tmp_path / "unet")
     assert isinstance(reference, UNetSpatioTemporalConditionModel)
-    loaded = SVDUNet(pretrained=str(tmp_path / "unet"))
+    loaded = SVDUNet(weights=str(tmp_path / "unet"))
     for (name, a), (_, b) in zip(reference.state_dict().items(), loaded.unet.state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -388,9 +388,9 @@ def test_svd_unet_loads_a_save_pretrained_folder_strictly(tmp_path):
     del state[missing]
     save_file(state, str(weights))
     with pytest.raises(StateDictMismatchError, match="temporal_transformer_blocks.0.attn1.to_q.weight"):
-        SVDUNet(pretrained=str(tmp_path / "unet"))
+        SVDUNet(weights=str(tmp_path / "unet"))
     with pytest.raises(FileNotFoundError, match="ChronoDepth-v1"):
-        SVDUNet(pretrained=str(tmp_path / "nowhere"))
+        SVDUNet(weights=str(tmp_path / "nowhere"))
 
 
 # -- configs: the full recipes and their tiny twins agree on ChronoDepth's conventions ------------
@@ -425,6 +425,6 @@ def test_full_and_tiny_configs_share_the_recipe(name):
         assert full["data"]["num_frames"] == tiny["data"]["num_frames"]
         assert tiny["data"]["num_frames"] == ([1] if "stage1" in name else [1, 2, 3, 4, 5])
     for config in (tiny,):
-        text = yaml.safe_dump(config)
-        assert "pretrained" not in text and "init_checkpoint" not in text
+        text = yaml.safe_dump(config["model"])
+        assert "weights:" not in text  # no weight files: neither `weights` nor `*_weights` (init_weights)
     assert math.isclose(EDM().context_level, math.exp(-16))

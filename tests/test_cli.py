@@ -35,7 +35,7 @@ def test_unknown_dataset_root_names_the_path(in_tmp_cwd):
 
 def test_missing_weights_file_names_the_file_and_its_origin(in_tmp_cwd):
     with pytest.raises(FileNotFoundError, match="missing_vits.pth"):
-        main(["validate", "--config", TINY, "--model.init_args.net.init_args.checkpoint", "missing_vits.pth"])
+        main(["validate", "--config", TINY, "--model.init_args.net.init_args.weights", "missing_vits.pth"])
 
 
 def test_wrong_class_path_is_reported(in_tmp_cwd, capsys):

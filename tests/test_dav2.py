@@ -14,13 +14,8 @@ import torch.nn.functional as F
 
 from official_layouts import official_shapes, random_tensors
 from vdf.models import DepthAnythingV2, DINOv2, DPTHead, FrameWiseDepth, processing_size
-from vdf.models.convert import (
-    StateDictMismatchError,
-    dav2_official_to_vdf,
-    load_state_dict_strict,
-    unwrap_state_dict,
-    vdf_to_dav2_official,
-)
+from vdf.models.dav2 import dav2_official_to_vdf, guess_dav2_variant, vdf_to_dav2_official
+from vdf.models.weights import StateDictMismatchError, load_state_dict_strict, unwrap_state_dict
 
 # (embed_dim, depth, DPT features, DPT out_channels, SwiGLU hidden width or None for GELU MLP 4D)
 OFFICIAL = {
@@ -130,7 +125,7 @@ def test_wrong_variant_is_named():
     model = DepthAnythingV2("vits", device="meta")
     vitb = {k: torch.empty(s, device="meta") for k, s in official_shapes(OFFICIAL["vitb"]).items()}
     with pytest.raises(StateDictMismatchError) as e:
-        load_state_dict_strict(model, dav2_official_to_vdf(vitb), expected_variant="vits")
+        load_state_dict_strict(model, dav2_official_to_vdf(vitb), describe=guess_dav2_variant)
     msg = str(e.value)
     assert "looks like vitb" in msg
     assert "pretrained.cls_token: checkpoint (1, 1, 768) vs model (1, 1, 384)" in msg

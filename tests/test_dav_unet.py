@@ -1,4 +1,4 @@
-"""Depth Any Video UNets (vdf.models.dav): build from DAV's config, strict loading, conv_in expansion."""
+"""Depth Any Video UNets (vdf.models.dav): build from DAV's config, strict loading, conv_in widening."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from diffusers import UNetSpatioTemporalConditionModel
 from safetensors.torch import save_file
 from test_rope import TINY_UNET, tiny_inputs
 
-from vdf.models.convert import StateDictMismatchError
-from vdf.models.dav import DAV_HF_REPO, build_dav_unet, expand_conv_in, load_dav_unet, read_unet_state_dict
+from vdf.models.dav import DAV_HF_REPO, build_dav_unet, load_dav_unet
 from vdf.models.rope import RopeTransformerSpatioTemporalModel
 from vdf.models.svd import svd_unet_forward
+from vdf.models.weights import StateDictMismatchError, read_weights, widen_conv_in
 
 # DAV's unet/config.json layout: its own class name, diffusers bookkeeping, lists instead of tuples.
 DAV_CONFIG = {
@@ -106,7 +106,7 @@ def test_other_weight_files(tmp_path, dav_folder, name):
     else:
         want = sd
         folder = write_folder(tmp_path / "unet", DAV_CONFIG, sd, name)
-    assert set(read_unet_state_dict(folder)) == set(sd)
+    assert set(read_weights(folder, "UNet weights", "test")) == set(sd)
     unet = load_dav_unet(folder)
     for key, value in unet.state_dict().items():
         assert torch.equal(value, want[key].float()), key
@@ -166,30 +166,28 @@ def test_missing_files_name_the_path_and_the_source(tmp_path, dav_folder):
     assert "diffusion_pytorch_model.safetensors" in str(err.value) and DAV_HF_REPO in str(err.value)
 
 
-def test_expand_conv_in_reproduces_the_8_channel_unet(dav_folder):
+def test_widened_conv_in_reproduces_the_8_channel_unet(dav_folder):
+    """DAV's unet_interp initialisation: the 8-channel checkpoint with conv_in widened loads
+    strictly into the 16-channel UNet, which then equals the 8-channel one on a repeated input."""
     _, sd = dav_folder
     narrow = build_dav_unet(DAV_CONFIG).eval()
     narrow.load_state_dict(sd)
-    wide = build_dav_unet(DAV_CONFIG).eval()
-    wide.load_state_dict(sd)
-    assert expand_conv_in(wide, 16) is wide
-    assert wide.conv_in.weight.shape == (32, 16, 3, 3) and wide.config.in_channels == 16
-    torch.testing.assert_close(wide.conv_in.weight, torch.cat([sd["conv_in.weight"]] * 2, dim=1) / 2)
+    widened = {**sd, "conv_in.weight": widen_conv_in(sd["conv_in.weight"], 16)}
+    assert widened["conv_in.weight"].shape == (32, 16, 3, 3)
+    torch.testing.assert_close(widened["conv_in.weight"], torch.cat([sd["conv_in.weight"]] * 2, dim=1) / 2)
+    wide = build_dav_unet({**DAV_CONFIG, "in_channels": 16}).eval()
+    wide.load_state_dict(widened, strict=True)
+    assert wide.config.in_channels == 16
     torch.testing.assert_close(wide.conv_in.bias, sd["conv_in.bias"])
     sample = tiny_inputs(frames=3)[0]
     pos = torch.tensor([[0, 4, 9]])
     torch.testing.assert_close(
         run(wide, torch.cat([sample, sample], dim=2), pos), run(narrow, sample, pos), atol=1e-5, rtol=1e-5
     )
-    # the widened state dict is exactly an unet_interp checkpoint
-    interp = build_dav_unet({**DAV_CONFIG, "in_channels": 16})
-    interp.load_state_dict(wide.state_dict(), strict=True)
 
 
-def test_expand_conv_in_generalises_to_k_copies():
-    unet = build_dav_unet(DAV_CONFIG).eval()
-    w = unet.conv_in.weight.detach().clone()
-    expand_conv_in(unet, 24)
-    torch.testing.assert_close(unet.conv_in.weight, torch.cat([w] * 3, dim=1) / 3)
+def test_widen_conv_in_generalises_to_k_copies():
+    w = build_dav_unet(DAV_CONFIG).conv_in.weight.detach().clone()
+    torch.testing.assert_close(widen_conv_in(w, 24), torch.cat([w] * 3, dim=1) / 3)
     with pytest.raises(ValueError, match="multiple"):
-        expand_conv_in(unet, 30)
+        widen_conv_in(w, 30)

@@ -16,6 +16,7 @@ from vdf.inference.keyframe_interpolation import (
 )
 from vdf.models.dav import load_dav_unet
 from vdf.models.svd import SVDCondition, SVDDepthDenoiser, SVDUNet, SVDVAE, ZeroFrameEmbedder, svd_unet_forward
+from vdf.models.weights import StateDictMismatchError
 from vdf.tasks import KeyframeInterpolationTask, LatentDiffusionTask
 
 # -- tiny DAV models ------------------------------------------------------------------------------
@@ -42,14 +43,14 @@ def base_task():
 
 
 @pytest.fixture(scope="module")
-def base_checkpoint(base_task, tmp_path_factory):
+def base_weights(base_task, tmp_path_factory):
     path = tmp_path_factory.mktemp("dav_base") / "base.ckpt"
     torch.save({"state_dict": base_task.state_dict()}, path)
     return path
 
 
-def test_interpolation_unet_equals_the_base_at_initialisation(base_task, base_checkpoint):
-    interp = dav_task(KeyframeInterpolationTask, in_channels=16, base_checkpoint=str(base_checkpoint))
+def test_interpolation_unet_equals_the_base_at_initialisation(base_task, base_weights):
+    interp = dav_task(KeyframeInterpolationTask, in_channels=16, base_weights=str(base_weights))
     assert interp.denoiser.unet.in_channels == 16
     w8 = base_task.denoiser.unet.unet.conv_in.weight
     assert torch.equal(interp.denoiser.unet.unet.conv_in.weight, torch.cat([w8, w8], 1) / 2)
@@ -70,10 +71,21 @@ def test_interpolation_task_refuses_an_8_channel_unet():
         dav_task(KeyframeInterpolationTask)
 
 
-def test_base_checkpoint_from_a_dav_unet_folder(tmp_path):
+def test_init_weights_load_a_lightning_checkpoint_strictly(base_task, tmp_path):
+    trained = {k: v + 0.5 if v.is_floating_point() else v for k, v in base_task.state_dict().items()}
+    torch.save({"state_dict": trained, "epoch": 1, "hyper_parameters": {"steps": 3}}, tmp_path / "last.ckpt")
+    task = dav_task(init_weights=str(tmp_path / "last.ckpt"))
+    assert all(torch.equal(v, trained[k]) for k, v in task.state_dict().items())
+    del trained["denoiser.unet.unet.conv_out.bias"]
+    torch.save({"state_dict": trained}, tmp_path / "broken.ckpt")
+    with pytest.raises(StateDictMismatchError, match=r"init_weights .*broken\.ckpt does not match.*\n1 missing key"):
+        dav_task(init_weights=str(tmp_path / "broken.ckpt"))
+
+
+def test_base_weights_from_a_dav_unet_folder(tmp_path):
     folder = write_folder(tmp_path / "unet", DAV_CONFIG, dav_state_dict(DAV_CONFIG))
-    interp = dav_task(KeyframeInterpolationTask, in_channels=16, base_checkpoint=str(folder))
-    base = SVDUNet(pretrained=str(folder), added_time_ids=False, temporal_rope=True)
+    interp = dav_task(KeyframeInterpolationTask, in_channels=16, base_weights=str(folder))
+    base = SVDUNet(weights=str(folder), added_time_ids=False, temporal_rope=True)
     w8 = base.unet.conv_in.weight
     assert torch.equal(interp.denoiser.unet.unet.conv_in.weight, torch.cat([w8, w8], 1) / 2)
     assert torch.equal(interp.denoiser.unet.unet.conv_out.weight, base.unet.conv_out.weight)
@@ -82,7 +94,7 @@ def test_base_checkpoint_from_a_dav_unet_folder(tmp_path):
 def test_dav_folders_load_through_svd_unet(tmp_path):
     sd = dav_state_dict(DAV_CONFIG)
     folder = write_folder(tmp_path / "unet", DAV_CONFIG, sd)
-    unet = SVDUNet(pretrained=str(folder), added_time_ids=False, temporal_rope=True)
+    unet = SVDUNet(weights=str(folder), added_time_ids=False, temporal_rope=True)
     for key, value in unet.unet.state_dict().items():
         assert torch.equal(value, sd[key]), key
     reference = load_dav_unet(folder)
@@ -95,7 +107,7 @@ def test_dav_folders_load_through_svd_unet(tmp_path):
     # unet_interp: 16 input channels, read from its config.json.
     config16 = {**DAV_CONFIG, "in_channels": 16}
     folder16 = write_folder(tmp_path / "unet_interp", config16, dav_state_dict(config16))
-    assert SVDUNet(pretrained=str(folder16), added_time_ids=False, temporal_rope=True).in_channels == 16
+    assert SVDUNet(weights=str(folder16), added_time_ids=False, temporal_rope=True).in_channels == 16
 
 
 # -- training: RoPE positions, zero embeddings, normalisation ---------------------------------------

@@ -70,7 +70,7 @@ def test_stage_switch_mid_run_on_one_process(in_tmp_cwd):
 
 def test_stage_switch_refused_under_ddp():
     callback = StagedFreezing(stages=[FreezeStage("all", 0), FreezeStage("temporal", 10)])
-    with pytest.raises(RuntimeError, match="its own `vdf fit`.*init_checkpoint"):
+    with pytest.raises(RuntimeError, match="its own `vdf fit`.*init_weights"):
         callback.setup(SimpleNamespace(world_size=2), SimpleNamespace(), "fit")
     with pytest.raises(ValueError, match="begin at 0"):
         StagedFreezing(stages=[FreezeStage("all", 5)])

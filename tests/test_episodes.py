@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from vdf.data.datasets.episodes import EpisodeFolder
-from vdf.data.datasets.synthetic import SyntheticWorld, write_episodes
+from vdf.data.datasets.synthetic import SyntheticWorld
 from vdf.data.types import ClipRequest
+from vdf.io import write_episodes
 
 
 @pytest.fixture(scope="module")

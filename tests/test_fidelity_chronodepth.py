@@ -65,7 +65,7 @@ def model():
                "image_encoder": FOLDER / "image_encoder"}
     overrides = []
     for net, folder in folders.items():
-        overrides += [f"{prefix}.{net}.init_args.pretrained", str(folder),
+        overrides += [f"{prefix}.{net}.init_args.weights", str(folder),
                       f"{prefix}.{net}.init_args.weights_dtype", "float32"]
     return build_model(str(CONFIG), *overrides)
 

@@ -29,11 +29,11 @@ def dav_model(strategy_args: dict[str, int] | None = None):
     model = "--model.init_args."
     interp = model + "strategy.init_args.interpolator.init_args."
     overrides = [
-        model + "denoiser.init_args.unet.init_args.pretrained", str(FOLDER / "unet"),
-        model + "denoiser.init_args.vae.init_args.pretrained", TINY_VAE,
+        model + "denoiser.init_args.unet.init_args.weights", str(FOLDER / "unet"),
+        model + "denoiser.init_args.vae.init_args.weights", TINY_VAE,
         model + "objective.init_args.scheduler_config", str(FOLDER),
-        interp + "denoiser.init_args.unet.init_args.pretrained", str(FOLDER / "unet_interp"),
-        interp + "denoiser.init_args.vae.init_args.pretrained", TINY_VAE,
+        interp + "denoiser.init_args.unet.init_args.weights", str(FOLDER / "unet_interp"),
+        interp + "denoiser.init_args.vae.init_args.weights", TINY_VAE,
         interp + "objective.init_args.scheduler_config", str(FOLDER),
         # The fixtures compare in float32 (the recipe's VAE holds float16 weights, under autocast).
         model + "denoiser.init_args.vae.init_args.weights_dtype", "float32",

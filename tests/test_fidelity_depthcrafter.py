@@ -41,7 +41,7 @@ def fixture_overrides() -> list[str]:
     """The shipped config with its weight folders pointed at the fixtures, in float32 (CPU)."""
     out = []
     for net, folder in (("unet", FOLDER / "unet"), ("vae", TINY_VAE), ("image_encoder", FOLDER / "image_encoder")):
-        out += [f"{DENOISER}.{net}.init_args.pretrained", str(folder), f"{DENOISER}.{net}.init_args.weights_dtype",
+        out += [f"{DENOISER}.{net}.init_args.weights", str(folder), f"{DENOISER}.{net}.init_args.weights_dtype",
                 "float32"]
     return out
 

@@ -48,15 +48,15 @@ def _overrides(case: str, meta: dict) -> list[str]:
         "mamba_expand": tiny["mamba"]["expand"],
         "mamba_headdim": tiny["mamba"]["headdim"],
         "mamba_downsample": meta["downsample_mamba"],
-        "checkpoint": str(FIXTURES / "flashdepth" / meta["weights"]),
+        "weights": str(FIXTURES / "flashdepth" / meta["weights"]),
     }
     if case == "s":
-        args["dav2_checkpoint"] = None
+        args["dav2_weights"] = None
     else:
         teacher_features, teacher_channels = tiny["dpt"]["256"]
         args.update({
-            "student_checkpoint": None,
-            "teacher_checkpoint": None,
+            "student_weights": None,
+            "teacher_weights": None,
             "teacher_embed_dim": tiny["vit"]["vitl"]["embed_dim"],
             "teacher_depth": tiny["vit"]["vitl"]["depth"],
             "teacher_num_heads": tiny["vit"]["vitl"]["num_heads"],

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from official_layouts import official_shapes, random_tensors
-from vdf.models.convert import StateDictMismatchError
+from vdf.models.weights import StateDictMismatchError
 from vdf.models.dav2 import DepthAnythingV2
 from vdf.models.flashdepth import (
     FlashDepth,
@@ -167,7 +167,7 @@ def test_hybrid_at_init_equals_student(tmp_path):
     l_path = save_official(tmp_path / "l.pth", random_tensors(official_layout("l", tiny=True), seed=2))
     student = FlashDepth.from_checkpoint(s_path, "s", **TINY).eval()
     assert student.mamba.final_layer[1].weight.abs().max() > 0  # a trained-like temporal module
-    full = FlashDepth("full", **TINY_FULL, student_checkpoint=s_path, teacher_checkpoint=l_path).eval()
+    full = FlashDepth("full", **TINY_FULL, student_weights=s_path, teacher_weights=l_path).eval()
     assert teacher_input_size(42, 56, 28) == (28, 28)  # the teacher really runs on resized frames
     x = video(seed=3)
     with torch.no_grad():
@@ -353,7 +353,7 @@ def test_official_checkpoint_loads_strictly_and_round_trips(tmp_path, variant, c
     # Same file through the constructor argument, and with DDP / torch.compile prefixes.
     prefixed = {f"module._orig_mod.{k}": v for k, v in official.items()}
     path2 = save_official(tmp_path / "prefixed.pth", prefixed)
-    model2 = FlashDepth(variant, **kwargs, checkpoint=path2)
+    model2 = FlashDepth(variant, **kwargs, weights=path2)
     assert all(torch.equal(model2.state_dict()[k], official[k]) for k in official)
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from vdf.callbacks.prediction_writer import DepthPredictionWriter
 from vdf.cli import main
-from vdf.data.datasets.synthetic import SyntheticWorld, write_episodes
-from vdf.inference.outputs import outputs_complete
+from vdf.data.datasets.synthetic import SyntheticWorld
+from vdf.io import outputs_complete, write_episodes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny", "dav2.yaml")

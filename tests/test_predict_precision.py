@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vdf.cli import main
-from vdf.data.datasets.synthetic import SyntheticWorld, write_episodes
+from vdf.data.datasets.synthetic import SyntheticWorld
 from vdf.inference.per_frame import PerFrame
+from vdf.io import write_episodes
 from vdf.tasks.frame_depth import FrameDepthTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vdf.models.convert import StateDictMismatchError
+from vdf.models.weights import StateDictMismatchError
 from vdf.models.svd import (
     CLIP_MEAN,
     CLIP_STD,
@@ -100,7 +100,7 @@ def test_parameter_group_rule(name, group):
 
 def test_unet_folder_round_trip_and_errors(unet, tmp_path):
     unet.unet.save_pretrained(tmp_path / "unet")
-    loaded = SVDUNet(pretrained=str(tmp_path / "unet")).eval()
+    loaded = SVDUNet(weights=str(tmp_path / "unet")).eval()
     for (n1, p1), (n2, p2) in zip(unet.state_dict().items(), loaded.state_dict().items()):
         assert n1 == n2 and torch.equal(p1, p2)
     x = torch.randn(1, 2, 8, 8, 8)
@@ -115,26 +115,26 @@ def test_unet_folder_round_trip_and_errors(unet, tmp_path):
     state.pop("conv_out.bias")
     save_file(state, str(weights))
     with pytest.raises(StateDictMismatchError, match="1 missing key.*conv_out.bias"):
-        SVDUNet(pretrained=str(tmp_path / "unet"))
+        SVDUNet(weights=str(tmp_path / "unet"))
     with pytest.raises(FileNotFoundError, match="does not exist.*stable-video-diffusion"):
-        SVDUNet(pretrained=str(tmp_path / "nowhere"))
+        SVDUNet(weights=str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="has no weights"):
-        SVDUNet(pretrained=str(tmp_path / "empty"))
+        SVDUNet(weights=str(tmp_path / "empty"))
 
 
 def test_vae_and_clip_folders_load(tmp_path):
     torch.manual_seed(0)
     vae = SVDVAE(block_out_channels=(32, 32), layers_per_block=1)
     vae.vae.save_pretrained(tmp_path / "vae")
-    loaded = SVDVAE(pretrained=str(tmp_path / "vae"))
+    loaded = SVDVAE(weights=str(tmp_path / "vae"))
     x = torch.rand(1, 3, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode(x), vae.encode(x))
     clip = CLIPFrameEmbedder(**TINY_CLIP)
     clip.encoder.save_pretrained(tmp_path / "image_encoder")
-    loaded_clip = CLIPFrameEmbedder(pretrained=str(tmp_path / "image_encoder"))
+    loaded_clip = CLIPFrameEmbedder(weights=str(tmp_path / "image_encoder"))
     video = torch.rand(1, 3, 3, 40, 40)
     with torch.no_grad():
         torch.testing.assert_close(loaded_clip(video), clip(video))

@@ -1,8 +1,7 @@
-"""The synthetic world: contract, determinism, exact geometry and the mp4/npz export."""
+"""The synthetic world: contract, determinism and exact geometry (its mp4/npz export: test_io_episodes.py)."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,7 +11,6 @@ from vdf.data.datasets.synthetic import (
     NUM_ROOM_FACES,
     SYNTHETIC_MAX_DEPTH,
     SyntheticWorld,
-    write_episodes,
 )
 from vdf.data.types import ClipRequest
 
@@ -349,38 +347,3 @@ def test_built_from_yaml_by_jsonargparse():
     )
     ds = parser.instantiate_classes(cfg).data
     assert isinstance(ds, SyntheticWorld) and len(ds) == 3 and ds.frame_size(1) == (10, 14)
-
-
-@pytest.mark.parametrize("size, codec", [((48, 64), None), ((33, 47), None), ((32, 48), "mpeg4")])
-def test_write_episodes_round_trip(tmp_path, monkeypatch, size, codec):
-    import av
-
-    import vdf.data.datasets.synthetic as synthetic
-
-    if codec is not None:  # the fallback for FFmpeg builds without libx264
-        monkeypatch.setattr(synthetic, "_video_codec", lambda: codec)
-    h, w = size
-    ds = SyntheticWorld(num_episodes=3, num_frames=6, height=h, width=w, seed=4)
-    paths = write_episodes(ds, tmp_path, indices=[0, 2], fps=10)
-    assert [p.name for p in paths] == ["episode_00000.mp4", "episode_00002.mp4"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "episode_00000.mp4", "episode_00000_gt.npz", "episode_00002.mp4", "episode_00002_gt.npz"]
-    he, we = h - h % 2, w - w % 2  # yuv420p: odd last row/column cropped
-    for index, path in zip([0, 2], paths):
-        sample = ds[index]
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            assert stream.codec_context.name == ("h264" if codec is None else codec)
-            assert stream.codec_context.pix_fmt == "yuv420p"
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-        assert len(frames) == 6 and frames[0].shape == (he, we, 3)
-        decoded = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
-        err = (decoded - sample["video"][:, :, :he, :we]).abs().mean()
-        assert err < 0.04, err
-        gt = np.load(tmp_path / f"episode_{index:05d}_gt.npz")
-        assert gt["depth"].shape == (6, he, we) and gt["depth"].dtype == np.float32
-        np.testing.assert_array_equal(gt["depth"], sample["depth"][:, 0, :he, :we].numpy())
-        np.testing.assert_array_equal(gt["valid"], sample["valid"][:, 0, :he, :we].numpy())
-        np.testing.assert_array_equal(gt["intrinsics"], sample["intrinsics"].numpy())
-        np.testing.assert_array_equal(gt["cam_to_world"], sample["cam_to_world"].numpy())
-        np.testing.assert_array_equal(gt["frame_index"], np.arange(6))

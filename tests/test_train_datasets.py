@@ -12,6 +12,7 @@ from PIL import Image
 
 from vdf.data.datamodule import VideoDepthDataModule
 from vdf.data.datasets.dynamic_replica import DynamicReplica
+from vdf.data.datasets.frames import FrameSequence, PerFrameDataset, numbered_frames, pinhole, set_cameras
 from vdf.data.datasets.hypersim import Hypersim, distance_to_planar
 from vdf.data.datasets.irs import IRS
 from vdf.data.datasets.mvs_synth import MVSSynth
@@ -19,7 +20,9 @@ from vdf.data.datasets.pointodyssey import PointOdyssey
 from vdf.data.datasets.spring import Spring
 from vdf.data.datasets.tartanair import TartanAir
 from vdf.data.datasets.vkitti2 import VirtualKITTI2
+from vdf.data.readers import image_size, read_hdf5, read_npy, read_png16, read_rgb, read_scaled_png, read_table
 from vdf.data.types import ClipRequest
+from vdf.io.codecs import encoder_available
 
 h5py = pytest.importorskip("h5py")
 
@@ -44,16 +47,6 @@ def _h5(path, key, array):
         f.create_dataset(key, data=np.asarray(array))
 
 
-def _can_write_exr() -> bool:
-    try:
-        import av
-
-        av.codec.Codec("exr", "w")
-        return True
-    except Exception:
-        return False
-
-
 def _exr(path, array, rgb=False):
     """Write a float32 OpenEXR with PyAV's ``exr`` encoder (one channel, or RGB with G = array)."""
     import av
@@ -71,7 +64,7 @@ def _exr(path, array, rgb=False):
             out.mux(packet)
 
 
-needs_exr = pytest.mark.skipif(not _can_write_exr(), reason="this PyAV build has no OpenEXR encoder")
+needs_exr = pytest.mark.skipif(not encoder_available("exr"), reason="this PyAV build has no OpenEXR encoder")
 
 
 def _check_contract(sample, t, size):
@@ -182,7 +175,7 @@ def test_vkitti2_units_sky_cap_and_cameras(tmp_path):
     _vkitti(tmp_path)
     _vkitti(tmp_path, variation="fog", text=False)
     ds = VirtualKITTI2(str(tmp_path))
-    names = [s.name for s in ds.seqs]
+    names = [s.name for s in ds.sequences]
     assert names == ["Scene01/clone/Camera_0", "Scene01/clone/Camera_1", "Scene01/fog/Camera_0", "Scene01/fog/Camera_1"]
     s = ds[ClipRequest(1, (0, 2))]
     _check_contract(s, 2, (H, W))
@@ -228,7 +221,7 @@ def _tartanair(root, env="abandonedfactory", level="Easy", traj="P001", frames=3
 def test_tartanair_depth_sky_intrinsics_and_poses(tmp_path):
     _tartanair(tmp_path)
     ds = TartanAir(str(tmp_path))
-    assert len(ds) == 1 and ds.seqs[0].name == "abandonedfactory/Easy/P001"
+    assert len(ds) == 1 and ds.sequences[0].name == "abandonedfactory/Easy/P001"
     s = ds[ClipRequest(0, (1, 2))]
     _check_contract(s, 2, (H, W))
     assert s["frame_index"].tolist() == [1, 2]
@@ -320,7 +313,7 @@ def _spring(root, seq="0001", frames=3):
 def test_spring_disparity_to_depth(tmp_path):
     _spring(tmp_path)
     ds = Spring(str(tmp_path))
-    assert ds.seqs[0].name == "train/0001"
+    assert ds.sequences[0].name == "train/0001"
     s = ds[ClipRequest(0, (0, 2))]
     _check_contract(s, 2, (H, W))
     assert s["frame_index"].tolist() == [1, 3]
@@ -351,7 +344,7 @@ def test_irs_exr_disparity(tmp_path):
         disp[0, 0], disp[0, 1], disp[0, 2] = 0.0, np.nan, 0.1  # inf, nan, 480 m > 200 m
         _exr(base / f"d_{n}.exr", disp, rgb=(n == 2))
     ds = IRS(str(tmp_path))
-    assert ds.seqs[0].name == "Home/ArchVizInterior03Data" and ds.sequence_length(0) == 3
+    assert ds.sequences[0].name == "Home/ArchVizInterior03Data" and ds.sequence_length(0) == 3
     s = ds[ClipRequest(0, (1, 2))]
     _check_contract(s, 2, (H, W))
     assert s["frame_index"].tolist() == [2, 10]
@@ -407,3 +400,85 @@ def test_two_readers_mixed_in_the_datamodule(tmp_path):
     assert batch["video"].shape == (2, 2, 3, 8, 12) and batch["depth"].shape == (2, 2, 1, 8, 12)
     assert batch["valid"].dtype == torch.bool and batch["frame_index"].shape == (2, 2)
     assert {m["dataset"] for m in batch["meta"]} <= {"vkitti2", "pointodyssey"}
+
+
+# -- the per-frame base and the file readers -----------------------------------------------------
+
+
+class _NpyFolders(PerFrameDataset):
+    """root/<seq>/NNN.png + NNN.npy (metres), one shared K: the smallest reader of the base."""
+
+    def discover(self, names):
+        out = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            frames = numbered_frames(folder.glob("*.png"), lambda image, _: image.with_suffix(".npy"))
+            set_cameras(frames, intrinsics=pinhole(10.0, 10.0, 3.5, 2.5))
+            out.append(FrameSequence(folder.name, frames))
+        return out
+
+    def read_depth(self, frame):
+        return read_npy(frame.depth, ndim=2)
+
+
+def _npy_folders(root):
+    for seq in ("a", "b"):
+        for n in range(10, 16):
+            _rgb(root / seq / f"{n:03d}.png", n)
+            depth = np.full((H, W), float(n), np.float32)
+            depth[1, 2] = np.nan  # the crop's top-left pixel
+            np.save(root / seq / f"{n:03d}.npy", depth)
+
+
+def test_base_selects_crops_resizes_and_caps_in_order(tmp_path):
+    _npy_folders(tmp_path)
+    ds = _NpyFolders(str(tmp_path), "folders", ["a"], start=1, stride=2, max_frames=2, crop=(1, -1, 2, 8),
+                     size=(8, 12), max_depth=12.5)
+    assert len(ds) == 1 and ds.sequence_length(0) == 2 and ds.frame_size(0) == (8, 12) and ds.max_depth == 12.5
+    s = ds[0]
+    _check_contract(s, 2, (8, 12))
+    assert s["frame_index"].tolist() == [11, 13] and s["meta"]["sequence"] == "a"
+    assert not s["valid"][0, 0, :2, :2].any() and s["valid"][0].sum() == 8 * 12 - 4  # NaN, 2x nearest
+    assert torch.all(s["depth"][0][s["valid"][0]] == 11.0) and not s["valid"][1].any()  # 13 m > 12.5 m
+    # crop moves the principal point by (2, 1), then the 2x resize scales it: (c + 0.5)·2 − 0.5
+    assert torch.allclose(s["intrinsics"][0], torch.tensor([[20.0, 0, 3.5], [0, 20, 3.5], [0, 0, 1]]))
+    plain = _NpyFolders(str(tmp_path), "folders", crop=(1, -1, 2, 8), even_crop=True, shift_intrinsics=False)
+    assert len(plain) == 2 and plain.frame_size(1) == (4, 6) and plain.max_depth == 80.0
+    p = plain.load(1, [5])
+    assert p["valid"][0, 0].sum() == 4 * 6 - 1 and float(p["depth"][0, 0, 1, 1]) == 15.0  # no cap: 15 m valid
+    assert torch.allclose(p["intrinsics"][0, :2, 2], torch.tensor([3.5, 2.5]))
+    with pytest.raises(ValueError, match=r"\['c'\] not found"):
+        _NpyFolders(str(tmp_path), "folders", ["c"])
+    with pytest.raises(ValueError, match="none left after start=6"):
+        _NpyFolders(str(tmp_path), "folders", start=6)
+    (tmp_path / "b" / "012.npy").unlink()
+    assert len(_NpyFolders(str(tmp_path), "folders", ["a"])) == 1  # only the kept sequences need pairs
+    with pytest.raises(FileNotFoundError, match=r"012\.png' has no depth pair .*012\.npy"):
+        _NpyFolders(str(tmp_path), "folders")
+
+
+def test_readers_name_the_file_and_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.png' does not exist"):
+        read_rgb(tmp_path / "nothing.png")
+    _rgb(tmp_path / "rgb.png", 0)
+    assert image_size(tmp_path / "rgb.png") == (H, W) and read_rgb(tmp_path / "rgb.png").shape == (H, W, 3)
+    with pytest.raises(ValueError, match=r"rgb\.png' is not a 16-bit single-channel PNG \(PIL mode 'RGB'\)"):
+        read_png16(tmp_path / "rgb.png")
+    _png16(tmp_path / "d.png", np.array([[0, 500], [65535, 1]]))
+    assert read_png16(tmp_path / "d.png").dtype == np.uint16
+    assert np.array_equal(read_scaled_png(tmp_path / "d.png", 1000.0), np.float32([[0, 0.5], [65.535, 0.001]]))
+    _png16(tmp_path / "low.png", np.full((2, 2), 200))
+    with pytest.raises(ValueError, match=r"low\.png' has maximum value 200 <= 255"):
+        read_scaled_png(tmp_path / "low.png", 256.0, check_range=True)
+    _h5(tmp_path / "x.h5", "a", np.zeros((2, 3, 4)))
+    with pytest.raises(KeyError, match=r"x\.h5' has no key 'b'"):
+        read_hdf5(tmp_path / "x.h5", "b")
+    with pytest.raises(ValueError, match=r"x\.h5' key 'a' has shape \(2, 3, 4\); expected 2 dimensions"):
+        read_hdf5(tmp_path / "x.h5", "a", ndim=2)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(ValueError, match=r"cannot read NPY file .*bad\.npy"):
+        read_npy(tmp_path / "bad.npy")
+    (tmp_path / "t.txt").write_text("1 2\n3 x\n")
+    with pytest.raises(ValueError, match=r"t\.txt"):
+        read_table(tmp_path / "t.txt")
+    (tmp_path / "t.txt").write_text("1 2 3\n")
+    assert read_table(tmp_path / "t.txt").shape == (1, 3)

@@ -48,6 +48,7 @@ import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from vdf.inference.resolution import run_at_resolution
+from vdf.models.weights import is_weights_argument
 
 MB = 1024.0 * 1024.0
 
@@ -182,9 +183,10 @@ def _strategy_value(strategy: str) -> str:
 
 
 def weight_file_overrides(config_paths: list[str]) -> list[str]:
-    """Arguments setting to null every weight file the configs name under ``model`` (keys
-    containing ``checkpoint`` with a string value, or values under ``checkpoints/``): speed does
-    not depend on the weights, and a benchmark should not need them downloaded.
+    """Arguments setting to null every weight file the configs name under ``model``: the
+    arguments named ``weights`` or ``<part>_weights`` (`vdf.models.weights.is_weights_argument`)
+    with a path. Speed does not depend on the weights, and a benchmark should not need them
+    downloaded.
 
     The nulls go in as one more ``--config`` (a YAML string), which merges into nested
     ``init_args`` exactly like a config file.
@@ -196,7 +198,7 @@ def weight_file_overrides(config_paths: list[str]) -> list[str]:
         hit = False
         if isinstance(node, dict):
             for key, value in node.items():
-                if isinstance(value, str) and ("checkpoint" in str(key) or value.startswith("checkpoints/")):
+                if isinstance(value, str) and is_weights_argument(str(key)):
                     out[key] = None
                     hit = True
                 elif isinstance(value, dict):

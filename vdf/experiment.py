@@ -36,7 +36,7 @@ from typing import Any, Optional
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from vdf.inference.manifest import write_json_atomic
+from vdf.io import write_json_atomic
 
 GRID_FILE = "grid.yaml"
 DEFAULT_STAGES = [

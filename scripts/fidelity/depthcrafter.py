@@ -201,9 +201,9 @@ def compare_float16(official: dict, folder: Path) -> None:
 
     prefix = "--model.init_args.denoiser.init_args"
     args = ["--config", str(ROOT / "configs" / "depthcrafter.yaml"), "--trainer.accelerator", "cpu",
-            "--trainer.logger", "false", f"{prefix}.unet.init_args.pretrained", str(folder / "unet"),
-            f"{prefix}.vae.init_args.pretrained", str(TINY_VAE),
-            f"{prefix}.image_encoder.init_args.pretrained", str(folder / "image_encoder")]
+            "--trainer.logger", "false", f"{prefix}.unet.init_args.weights", str(folder / "unet"),
+            f"{prefix}.vae.init_args.weights", str(TINY_VAE),
+            f"{prefix}.image_encoder.init_args.weights", str(folder / "image_encoder")]
     model = VDFCLI(**cli_options(), run=False, args=args).model.eval()
     queue = [d.float() for d in draws]  # one segment: augmentation noise, then the initial noise
     model.noise_like = lambda shape, generator=None: queue.pop(0).reshape(shape)

@@ -50,7 +50,7 @@ resolution on these small frames).
 Weights are random (seeded; the zero-initialised output layers of the temporal module and the
 fusion too, so that they act; the Mamba2 step sizes, decays and skips redrawn so that the state
 carried from frame to frame matters), rounded to float16 and saved in the official checkpoint layout
-(``{'model': state_dict, 'step': 0}``) so vdf loads them through its real ``checkpoint`` path.
+(``{'model': state_dict, 'step': 0}``) so vdf loads them through its real ``weights`` path.
 The head's last conv is rescaled so the output varies over the frame rather than sitting on its
 bias or under the final ReLU.
 

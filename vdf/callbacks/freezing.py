@@ -12,7 +12,7 @@ A schedule with several stages switches at the given global steps. On one proces
 re-freezes and rebuilds the optimizer (its state and the learning-rate schedule restart, as at a
 new stage). Under DDP the set of synchronised parameters is fixed when the model is wrapped, so a
 switch cannot keep ranks identical: the callback refuses such a schedule at setup and asks for
-one run per stage (``init_checkpoint`` carries the weights across).
+one run per stage (``init_weights`` carries the weights across).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class StagedFreezing(Callback):
                 f"StagedFreezing: a stage switch during a run is not possible with {trainer.world_size} processes "
                 "(DDP fixes the synchronised parameters when it wraps the model, so ranks would drift apart). "
                 "Run each stage as its own `vdf fit` with one `trainable` and pass the previous stage's "
-                "checkpoint as model.init_args.init_checkpoint"
+                "checkpoint as model.init_args.init_weights"
             )
         # Before the strategy wraps the model: DDP only registers what requires grad.
         self._apply(pl_module, 0)

@@ -16,9 +16,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from vdf.inference.manifest import RunManifest
-from vdf.inference.outputs import DepthVideoWriter, OutputOptions, clean_partial, outputs_complete
 from vdf.inference.stream import VideoPrediction
+from vdf.io import DepthVideoWriter, OutputOptions, RunManifest, clean_partial, outputs_complete
 
 
 class DepthPredictionWriter(L.Callback):

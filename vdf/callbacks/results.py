@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 
-from vdf.inference.manifest import write_json_atomic
+from vdf.io import write_json_atomic
 from vdf.results import METRIC_COLUMNS, rows_to_csv, rows_to_markdown
 
 

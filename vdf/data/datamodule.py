@@ -8,11 +8,11 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from vdf.data.collate import collate_clips
-from vdf.data.video_io import VideoSource, find_inputs, output_name
 from vdf.data.datasets.base import VideoDepthDataset
 from vdf.data.datasets.mixed import MixedVideoDataset
 from vdf.data.loader import ResumableDataLoader
 from vdf.data.sampler import MixedLengthBatchSampler
+from vdf.io import VideoSource, find_inputs, output_name
 
 STAGES = ("train", "val", "test", "predict")
 

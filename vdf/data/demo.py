@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from jsonargparse import CLI
 
-from vdf.data.datasets.synthetic import SyntheticWorld, write_episodes
+from vdf.data.datasets.synthetic import SyntheticWorld
+from vdf.io.episodes import write_episodes
 
 
 def write_demo_videos(

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vdf.data.video_io import VideoSource
 from vdf.inference.base import ClipModel, LongVideoStrategy
 from vdf.inference.resolution import Resolution, run_at_resolution
+from vdf.io.video import VideoSource
 
 
 @dataclass

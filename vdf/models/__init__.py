@@ -13,7 +13,7 @@ _EXPORTS: dict[str, str] = {
     "DepthAnythingV2": "vdf.models.dav2",
     "FrameWiseDepth": "vdf.models.dav2",
     "processing_size": "vdf.models.dav2",
-    "StateDictMismatchError": "vdf.models.convert",
+    "StateDictMismatchError": "vdf.models.weights",
     "Mamba2": "vdf.models.mamba",
     "Mamba2State": "vdf.models.mamba",
     "FlashDepth": "vdf.models.flashdepth",
@@ -26,13 +26,13 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdf.models.convert import StateDictMismatchError
     from vdf.models.dav2 import DepthAnythingV2, FrameWiseDepth, processing_size
     from vdf.models.dinov2 import DINOv2
     from vdf.models.dpt import DPTHead
     from vdf.models.flashdepth import FlashDepth, FlashDepthState, MambaBlock, TemporalMamba
     from vdf.models.hybrid_fusion import HybridFusion
     from vdf.models.mamba import Mamba2, Mamba2State
+    from vdf.models.weights import StateDictMismatchError
 
 
 def __getattr__(name: str) -> Any:

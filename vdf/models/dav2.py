@@ -2,24 +2,34 @@
 
 :class:`DepthAnythingV2` keeps the official attribute names (``pretrained`` = the ViT,
 ``depth_head`` = the DPT), so its ``state_dict`` has the official key names and the released
-``depth_anything_v2_{vits,vitb,vitl}.pth`` load strictly (:meth:`DepthAnythingV2.from_checkpoint`).
-:class:`FrameWiseDepth` runs it on videos, frame by frame, with the official pre-processing.
+``depth_anything_v2_{vits,vitb,vitl}.pth`` load strictly (its ``weights`` argument,
+:meth:`DepthAnythingV2.from_checkpoint`). :class:`FrameWiseDepth` runs it on videos, frame by
+frame, with the official pre-processing.
+
+The official layout (``depth_anything_v2_*.pth``) is a flat ``{name: tensor}`` dict under DAv2's
+module names (``pretrained.*`` DINOv2, ``depth_head.*`` DPT) with one exception: ViT-g's SwiGLU
+FFN, which is ``mlp.w12`` / ``mlp.w3`` officially and ``mlp.fc1`` / ``mlp.fc2`` in timm (same
+shapes, same computation: ``w3(silu(a) * b)`` with ``a, b = w12(x).chunk(2)``). The converter
+(:func:`dav2_official_to_vdf`) is therefore a rename of those two after unwrapping
+(`vdf.models.weights.unwrap_state_dict`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vdf.models.convert import dav2_official_to_vdf, guess_dav2_variant, load_state_dict_strict
 from vdf.models.dinov2 import PATCH_SIZE, DINOv2, check_patch_multiple
 from vdf.models.dpt import DPTHead, StageHook
+from vdf.models.weights import StateDictMismatchError, load_weights, unwrap_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +62,73 @@ def _weights_hint(encoder: str) -> str:
     )
 
 
+# -- the official checkpoint layout -------------------------------------------------------------
+
+_SWIGLU_OFFICIAL_TO_TIMM = {"w12": "fc1", "w3": "fc2"}
+_SWIGLU_TIMM_TO_OFFICIAL = {v: k for k, v in _SWIGLU_OFFICIAL_TO_TIMM.items()}
+_MLP_KEY = re.compile(
+    r"^(?P<pre>(?:.*\.)?blocks\.\d+\.mlp\.)(?P<layer>w12|w3|fc1|fc2)(?P<post>\.(?:weight|bias))$"
+)
+_VARIANTS = {(384, 12): "vits", (768, 12): "vitb", (1024, 24): "vitl", (1536, 40): "vitg"}
+
+
+def dav2_official_to_vdf(state_dict: Any) -> dict[str, torch.Tensor]:
+    """Official DAv2 checkpoint (flat or wrapped) -> :class:`DepthAnythingV2` ``state_dict`` names.
+
+    Renames ViT-g SwiGLU ``blocks.{i}.mlp.w12`` / ``mlp.w3`` to ``mlp.fc1`` / ``mlp.fc2``; every
+    other name is kept. Tensors are not copied.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in unwrap_state_dict(state_dict).items():
+        m = _MLP_KEY.match(key)
+        name = key
+        if m is not None and m["layer"] in _SWIGLU_OFFICIAL_TO_TIMM:
+            name = f"{m['pre']}{_SWIGLU_OFFICIAL_TO_TIMM[m['layer']]}{m['post']}"
+        if name in out:
+            raise StateDictMismatchError(f"two checkpoint keys map to {name!r} (e.g. both mlp.w12 and mlp.fc1)")
+        out[name] = value
+    return out
+
+
+def vdf_to_dav2_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`dav2_official_to_vdf` for a vdf ``state_dict``.
+
+    A block's ``mlp.fc1`` / ``mlp.fc2`` are renamed to ``w12`` / ``w3`` only when they are a packed
+    SwiGLU, recognised by shape (``fc1`` rows == 2 x ``fc2`` columns; a GELU MLP has equal widths).
+    """
+    swiglu_prefixes = set()
+    for key, value in state_dict.items():
+        m = _MLP_KEY.match(key)
+        if m is None or m["layer"] != "fc1" or m["post"] != ".weight":
+            continue
+        fc2 = state_dict.get(f"{m['pre']}fc2.weight")
+        if fc2 is not None and value.shape[0] == 2 * fc2.shape[1]:
+            swiglu_prefixes.add(m["pre"])
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        m = _MLP_KEY.match(key)
+        if m is not None and m["pre"] in swiglu_prefixes:
+            key = f"{m['pre']}{_SWIGLU_TIMM_TO_OFFICIAL[m['layer']]}{m['post']}"
+        out[key] = value
+    return out
+
+
+def guess_dav2_variant(state_dict: Mapping[str, torch.Tensor], prefix: str = "pretrained.") -> str | None:
+    """Name the DINOv2 variant a state dict was saved from (``'vitb'``, ...) or describe its shape."""
+    emb = state_dict.get(f"{prefix}cls_token")
+    if emb is None:
+        emb = state_dict.get(f"{prefix}patch_embed.proj.weight")
+    if emb is None:
+        return None
+    dim = emb.shape[-1] if emb.ndim == 3 else emb.shape[0]
+    blocks = [int(m[1]) for k in state_dict if (m := re.match(re.escape(prefix) + r"blocks\.(\d+)\.", k))]
+    depth = max(blocks) + 1 if blocks else 0
+    return _VARIANTS.get((dim, depth), f"a custom ViT (embed_dim {dim}, depth {depth})")
+
+
+# -- the network ---------------------------------------------------------------------------------
+
+
 class DepthAnythingV2(nn.Module):
     """Per-image relative depth network: ``(B,3,H,W)`` normalised images -> ``(B,1,H,W)`` disparity.
 
@@ -62,7 +139,7 @@ class DepthAnythingV2(nn.Module):
         embed_dim, depth, num_heads, layer_indices: encoder overrides (see :class:`DINOv2`),
             used by the tiny CPU configs, e.g. ``embed_dim=48, depth=4, num_heads=2,
             layer_indices=[0, 1, 2, 3], features=16, out_channels=[8, 16, 32, 48]``.
-        checkpoint: optional path to an official ``depth_anything_v2_<encoder>.pth``, loaded
+        weights: optional path to an official ``depth_anything_v2_<encoder>.pth``, loaded
             strictly at construction (handy in YAML; same as :meth:`from_checkpoint`).
         device: where to allocate (``"meta"`` builds the module without memory).
 
@@ -79,7 +156,7 @@ class DepthAnythingV2(nn.Module):
         depth: int | None = None,
         num_heads: int | None = None,
         layer_indices: Sequence[int] | None = None,
-        checkpoint: str | None = None,
+        weights: str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -101,8 +178,8 @@ class DepthAnythingV2(nn.Module):
                 features=default_features if features is None else features,
                 out_channels=list(default_oc if out_channels is None else out_channels),
             )
-        if checkpoint is not None:
-            self.load_official(checkpoint)
+        if weights is not None:
+            self.load_official(weights)
 
     @property
     def layer_indices(self) -> list[int]:
@@ -130,15 +207,8 @@ class DepthAnythingV2(nn.Module):
 
     def load_official(self, path: str | os.PathLike) -> None:
         """Load an official ``depth_anything_v2_*.pth`` strictly (see :meth:`from_checkpoint`)."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"Depth-Anything-V2 checkpoint not found: {path!r}. {_weights_hint(self.encoder)}."
-            )
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        state_dict = dav2_official_to_vdf(raw)
-        own = guess_dav2_variant(self.state_dict())
-        load_state_dict_strict(self, state_dict, source=f"checkpoint {path!r}", expected_variant=own)
+        load_weights(self, os.fspath(path), "Depth-Anything-V2 weights", _weights_hint(self.encoder),
+                     convert=dav2_official_to_vdf, describe=guess_dav2_variant)
 
     @classmethod
     def from_checkpoint(
@@ -154,7 +224,7 @@ class DepthAnythingV2(nn.Module):
 
         Raises:
             FileNotFoundError: the file is missing (the message says where to get it).
-            vdf.models.convert.StateDictMismatchError: keys or shapes do not match; the message
+            vdf.models.weights.StateDictMismatchError: keys or shapes do not match; the message
                 lists them and names the variant the checkpoint looks like.
         """
         model = cls(encoder, **kwargs)

@@ -14,7 +14,7 @@ checkpointing and parameter names are reused) with three DINOv2/DAv2 specifics o
 Parameter names equal the official ones (``blocks.{i}.attn.qkv``, ``blocks.{i}.ls1.gamma``,
 ``norm``, ...), except for the ViT-g SwiGLU FFN, where timm's packed SwiGLU calls the official
 ``mlp.w12`` / ``mlp.w3`` ``mlp.fc1`` / ``mlp.fc2`` (same shapes, same maths;
-:mod:`vdf.models.convert` renames them).
+:func:`vdf.models.dav2.dav2_official_to_vdf` renames them).
 """
 
 from __future__ import annotations

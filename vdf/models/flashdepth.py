@@ -17,33 +17,27 @@ state to the next frame, upsamples back, and adds a zero-initialised ``GELU -> L
 a residual, so an untrained temporal module is an exact identity.
 
 Module names are the official ones, so ``state_dict()`` keys equal the keys of the released
-``iter_*.pth`` files' ``model`` dict (:meth:`FlashDepth.from_checkpoint` loads them strictly).
+``iter_*.pth`` files' ``model`` dict (the ``weights`` argument and :meth:`FlashDepth.from_checkpoint`
+load them strictly).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vdf.models.convert import (
-    StateDictMismatchError,
-    dav2_official_to_vdf,
-    guess_dav2_variant,
-    load_state_dict_strict,
-    unwrap_state_dict,
-)
-from vdf.models.dav2 import DPT_CONFIGS, DepthAnythingV2
+from vdf.models.dav2 import DPT_CONFIGS, DepthAnythingV2, dav2_official_to_vdf, guess_dav2_variant
 from vdf.models.dinov2 import PATCH_SIZE, DINOv2, check_patch_multiple
 from vdf.models.dpt import DPTHead
 from vdf.models.hybrid_fusion import HybridFusion
 from vdf.models.mamba import Mamba2, Mamba2State
+from vdf.models.weights import load_weights
 
 __all__ = [
     "MambaBlock",
@@ -293,17 +287,11 @@ def flashdepth_official_to_vdf(state_dict: Any) -> dict[str, torch.Tensor]:
     """Official FlashDepth checkpoint (``{'model': sd, 'step': ...}`` or a flat dict) -> vdf names.
 
     vdf keeps the official module names, so this only unwraps (``model`` / ``state_dict``
-    wrappers, DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes). Tensors are not copied.
+    wrappers, DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes, see
+    `vdf.models.weights.unwrap_state_dict`) and applies DAv2's converter to the encoder (an
+    identity for ViT-S/L, which FlashDepth uses). Tensors are not copied.
     """
-    flat = unwrap_state_dict(state_dict)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in flat.items():
-        name = key.replace("_orig_mod.", "")
-        if name in out:
-            raise StateDictMismatchError(f"key {name!r} appears both with and without '_orig_mod.'")
-        out[name] = value
-    # DAv2's converter handles the encoder (an identity for ViT-S/L, which FlashDepth uses).
-    return dav2_official_to_vdf(out)
+    return dav2_official_to_vdf(state_dict)
 
 
 def vdf_to_flashdepth_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -323,16 +311,6 @@ def _guess_flashdepth_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
     if not any(k.startswith("mamba.") for k in state_dict):
         name += " without Mamba keys (a Depth-Anything-V2 checkpoint? use load_dav2)"
     return name
-
-
-def _torch_load(path: str) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise StateDictMismatchError(
-            f"{path!r} holds objects other than tensors and plain containers, which vdf does not "
-            f"unpickle (weights_only=True); save its 'model' dict alone and load that ({err})"
-        ) from err
 
 
 def _parts(**modules: nn.Module) -> nn.Module:
@@ -368,13 +346,13 @@ class FlashDepth(nn.Module):
         teacher_resolution: ``"full"`` only; short side the teacher runs at (490), see
             :func:`teacher_input_size`.
         fusion_num_blocks, fusion_num_heads, fusion_mlp_expand: ``"full"`` only; hybrid fusion (4, 2, 2).
-        checkpoint: optional official FlashDepth ``.pth`` of this variant, loaded strictly
+        weights: optional official FlashDepth ``.pth`` of this variant, loaded strictly
             (same as :meth:`from_checkpoint`).
-        dav2_checkpoint: optional official ``depth_anything_v2_<encoder>.pth`` for the student's
+        dav2_weights: optional official ``depth_anything_v2_<encoder>.pth`` for the student's
             ``pretrained`` + ``depth_head`` (stage-1 initialisation; Mamba stays fresh).
-        student_checkpoint: ``"full"`` only; a FlashDepth-S ``.pth`` for the student's
+        student_weights: ``"full"`` only; a FlashDepth-S ``.pth`` for the student's
             ``pretrained`` + ``depth_head`` + ``mamba`` (stage-2 initialisation).
-        teacher_checkpoint: ``"full"`` only; a FlashDepth-L ``.pth`` for the teacher (its 407
+        teacher_weights: ``"full"`` only; a FlashDepth-L ``.pth`` for the teacher (its 407
             ``pretrained.*`` / ``depth_head.*`` keys; its Mamba keys are ignored).
         device: where to allocate (``"meta"`` builds without memory).
 
@@ -414,10 +392,10 @@ class FlashDepth(nn.Module):
         fusion_num_blocks: int = 4,
         fusion_num_heads: int = 2,
         fusion_mlp_expand: int = 2,
-        checkpoint: str | None = None,
-        dav2_checkpoint: str | None = None,
-        student_checkpoint: str | None = None,
-        teacher_checkpoint: str | None = None,
+        weights: str | None = None,
+        dav2_weights: str | None = None,
+        student_weights: str | None = None,
+        teacher_weights: str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -428,12 +406,12 @@ class FlashDepth(nn.Module):
         self.mamba_stage = spec.mamba_stage if mamba_stage is None else int(mamba_stage)
         if not 0 <= self.mamba_stage <= 3:
             raise ValueError(f"mamba_stage must be 0..3 (DPT fusion stage), got {mamba_stage}")
-        if not self.hybrid and (student_checkpoint is not None or teacher_checkpoint is not None):
-            raise ValueError("student_checkpoint / teacher_checkpoint only apply to variant 'full'")
-        if checkpoint is not None and (dav2_checkpoint or student_checkpoint or teacher_checkpoint):
-            raise ValueError("checkpoint already holds every weight; do not combine it with other *_checkpoint")
-        if dav2_checkpoint is not None and student_checkpoint is not None:
-            raise ValueError("dav2_checkpoint and student_checkpoint both initialise the student; pass one")
+        if not self.hybrid and (student_weights is not None or teacher_weights is not None):
+            raise ValueError("student_weights / teacher_weights only apply to variant 'full'")
+        if weights is not None and (dav2_weights or student_weights or teacher_weights):
+            raise ValueError("weights already holds every weight; do not combine it with other *_weights")
+        if dav2_weights is not None and student_weights is not None:
+            raise ValueError("dav2_weights and student_weights both initialise the student; pass one")
 
         default_features, default_oc = DPT_CONFIGS[self.encoder]
         features = default_features if features is None else int(features)
@@ -489,14 +467,14 @@ class FlashDepth(nn.Module):
             self.teacher_model = None
             self.hybrid_fusion = None
 
-        if checkpoint is not None:
-            self.load_official(checkpoint)
-        if dav2_checkpoint is not None:
-            self.load_dav2(dav2_checkpoint)
-        if student_checkpoint is not None:
-            self.load_student(student_checkpoint)
-        if teacher_checkpoint is not None:
-            self.load_teacher(teacher_checkpoint)
+        if weights is not None:
+            self.load_official(weights)
+        if dav2_weights is not None:
+            self.load_dav2(dav2_weights)
+        if student_weights is not None:
+            self.load_student(student_weights)
+        if teacher_weights is not None:
+            self.load_teacher(teacher_weights)
 
     # ------------------------------------------------------------------ modes and groups
 
@@ -635,11 +613,7 @@ class FlashDepth(nn.Module):
 
     def load_official(self, path: str | os.PathLike) -> None:
         """Load an official FlashDepth ``.pth`` of this variant strictly (see :meth:`from_checkpoint`)."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"FlashDepth checkpoint not found: {path!r}. {_checkpoint_hint(self.variant)}.")
-        sd = flashdepth_official_to_vdf(_torch_load(path))
-        self._load_strict(self, sd, f"FlashDepth checkpoint {path!r}")
+        self._load(self, path, "FlashDepth weights", _checkpoint_hint(self.variant), flashdepth_official_to_vdf)
 
     def load_dav2(self, path: str | os.PathLike) -> None:
         """Initialise ``pretrained`` + ``depth_head`` from an official Depth-Anything-V2 ``.pth`` (strict).
@@ -647,12 +621,8 @@ class FlashDepth(nn.Module):
         This is FlashDepth's stage-1 initialisation; the temporal module (and, for ``"full"``,
         the fusion and teacher) keep their current weights.
         """
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Depth-Anything-V2 checkpoint not found: {path!r}. {_dav2_hint(self.encoder)}.")
-        sd = dav2_official_to_vdf(_torch_load(path))
         box = _parts(pretrained=self.pretrained, depth_head=self.depth_head)
-        self._load_strict(box, sd, f"Depth-Anything-V2 checkpoint {path!r}")
+        self._load(box, path, "Depth-Anything-V2 weights", _dav2_hint(self.encoder), dav2_official_to_vdf)
 
     def load_student(self, path: str | os.PathLike) -> None:
         """``"full"``: initialise the student (``pretrained``, ``depth_head``, ``mamba``) from a FlashDepth-S ``.pth``.
@@ -661,12 +631,8 @@ class FlashDepth(nn.Module):
         """
         if not self.hybrid:
             raise RuntimeError("load_student applies to variant 'full'; use load_official for S / L")
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"FlashDepth-S checkpoint not found: {path!r}. {_checkpoint_hint('s')}.")
-        sd = flashdepth_official_to_vdf(_torch_load(path))
         box = _parts(pretrained=self.pretrained, depth_head=self.depth_head, mamba=self.mamba)
-        self._load_strict(box, sd, f"FlashDepth-S checkpoint {path!r}")
+        self._load(box, path, "FlashDepth-S weights", _checkpoint_hint("s"), flashdepth_official_to_vdf)
 
     def load_teacher(self, path: str | os.PathLike) -> None:
         """``"full"``: load the frozen teacher from a FlashDepth-L ``.pth`` (or a DAv2 ViT-L ``.pth``).
@@ -677,22 +643,17 @@ class FlashDepth(nn.Module):
         """
         if self.teacher_model is None:
             raise RuntimeError("load_teacher applies to variant 'full'")
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"FlashDepth-L checkpoint not found: {path!r}. {_checkpoint_hint('l')}.")
-        sd = flashdepth_official_to_vdf(_torch_load(path))
-        sd = {k: v for k, v in sd.items() if not k.startswith("mamba.")}
-        self._load_strict(self.teacher_model, sd, f"teacher checkpoint {path!r}")
+
+        def convert(state_dict: Any) -> dict[str, torch.Tensor]:
+            return {k: v for k, v in flashdepth_official_to_vdf(state_dict).items() if not k.startswith("mamba.")}
+
+        self._load(self.teacher_model, path, "FlashDepth-L weights (teacher)", _checkpoint_hint("l"), convert)
 
     @staticmethod
-    def _load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
-        own = module.state_dict()
-        try:
-            load_state_dict_strict(module, sd, source=source, expected_variant=guess_dav2_variant(own))
-        except StateDictMismatchError as err:
-            ours, theirs = _guess_flashdepth_variant(own), _guess_flashdepth_variant(sd)
-            hint = f"\n(the checkpoint looks like {theirs}; the model is {ours})" if ours != theirs else ""
-            raise StateDictMismatchError(f"{err}{hint}") from None
+    def _load(module: nn.Module, path: str | os.PathLike, what: str, where: str,
+              convert: Callable[[Any], dict[str, torch.Tensor]]) -> None:
+        # Which FlashDepth (or DAv2) a mismatching file looks like: the encoder and the Mamba keys.
+        load_weights(module, os.fspath(path), what, where, convert=convert, describe=_guess_flashdepth_variant)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, variant: str = "l", **kwargs) -> "FlashDepth":
@@ -708,7 +669,7 @@ class FlashDepth(nn.Module):
 
         Raises:
             FileNotFoundError: the file is missing (the message says where to get it).
-            vdf.models.convert.StateDictMismatchError: missing / unexpected keys or wrong shapes;
+            vdf.models.weights.StateDictMismatchError: missing / unexpected keys or wrong shapes;
                 the message lists the first keys and the variant the checkpoint looks like.
         """
         model = cls(variant, **kwargs)

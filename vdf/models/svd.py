@@ -1,9 +1,10 @@
 """Stable Video Diffusion wiring for the latent video-depth models (DepthCrafter, ChronoDepth, DAV).
 
 The networks are diffusers' and transformers' own classes, built either from a local
-diffusers-format folder (``config.json`` + weights, as ``save_pretrained`` writes them and as
-SVD, DepthCrafter, ChronoDepth and Depth Any Video are published) or from explicit sizes (the
-``configs/tiny`` twins). vdf adds what the methods need around them:
+diffusers-format folder (their ``weights`` argument: ``config.json`` + weights, as
+``save_pretrained`` writes them and as SVD, DepthCrafter, ChronoDepth and Depth Any Video are
+published; read by `vdf.models.weights`) or from explicit sizes (the ``configs/tiny`` twins).
+vdf adds what the methods need around them:
 
 - `svd_unet_forward`: the UNet's forward with one timestep per *frame* (ChronoDepth), one image
   embedding per frame (DepthCrafter), optional added time ids (Depth Any Video has none) and
@@ -20,16 +21,14 @@ Shapes: videos ``(B,T,3,H,W)``, latents ``(B,T,4,H/8,W/8)``.
 from __future__ import annotations
 
 import inspect
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from vdf.models.convert import StateDictMismatchError, load_state_dict_strict
+from vdf.models.weights import load_weights, read_config
 
 #: The dtype a network holds its weights in (and computes in). The official inference pipelines
 #: of DepthCrafter, ChronoDepth and Depth Any Video load UNet, VAE and CLIP in float16.
@@ -44,70 +43,13 @@ def torch_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-# -- diffusers-format folders -------------------------------------------------------------------
-
-_WEIGHT_FILES = (
-    "diffusion_pytorch_model.safetensors",
-    "diffusion_pytorch_model.fp16.safetensors",
-    "model.safetensors",
-    "model.fp16.safetensors",
-    "diffusion_pytorch_model.bin",
-    "pytorch_model.bin",
-)
-
-
-def read_folder_config(folder: str | Path, what: str, source: str) -> dict[str, Any]:
-    """``<folder>/config.json`` as a dict; a clear error naming the folder when it is missing."""
-    folder = Path(folder)
-    path = folder / "config.json"
-    if not path.is_file():
-        state = "does not exist" if not folder.exists() else "has no config.json"
-        raise FileNotFoundError(f"{what} folder {folder} {state}; {source}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-
-
-def read_folder_weights(folder: str | Path, what: str, source: str) -> dict[str, torch.Tensor]:
-    """The state dict of a diffusers/transformers folder: single file, fp16 variant or shards."""
-    folder = Path(folder)
-    for index_name in ("diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"):
-        index = folder / index_name
-        if index.is_file():
-            from safetensors.torch import load_file
-
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                if not (folder / shard).is_file():
-                    raise FileNotFoundError(f"{what} folder {folder}: shard {shard} named in {index_name} is missing")
-                state.update(load_file(str(folder / shard)))
-            return state
-    for name in _WEIGHT_FILES:
-        path = folder / name
-        if path.is_file():
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                return load_file(str(path))
-            return torch.load(path, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{what} folder {folder} has no weights (looked for {', '.join(_WEIGHT_FILES)}); {source}")
+# -- diffusers-format configs -------------------------------------------------------------------
 
 
 def constructor_kwargs(cls: type, config: dict[str, Any]) -> dict[str, Any]:
     """The entries of a saved config that ``cls.__init__`` accepts (drops ``_class_name`` etc.)."""
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in accepted}
-
-
-def load_folder_into(module: nn.Module, folder: str | Path, what: str, source: str) -> None:
-    """Strictly load a folder's weights into ``module`` (errors list missing/unexpected keys)."""
-    state = read_folder_weights(folder, what, source)
-    try:
-        load_state_dict_strict(module, state, source=f"{what} weights in {folder}")
-    except StateDictMismatchError as error:
-        raise StateDictMismatchError(f"{error}\n({source})") from None
 
 
 # -- UNet ---------------------------------------------------------------------------------------
@@ -200,12 +142,12 @@ def svd_unet_forward(
 class SVDUNet(nn.Module):
     """diffusers' ``UNetSpatioTemporalConditionModel``, from a folder or from explicit sizes.
 
-    The defaults are SVD-img2vid-xt's configuration. ``pretrained`` (a diffusers-format folder:
-    SVD's ``unet``, DepthCrafter's or ChronoDepth's UNet) overrides the sizes with the folder's
-    ``config.json`` and loads its weights strictly.
+    The defaults are SVD-img2vid-xt's configuration. ``weights`` (a diffusers-format folder:
+    SVD's ``unet``, DepthCrafter's, ChronoDepth's or Depth Any Video's UNet) overrides the sizes
+    with the folder's ``config.json`` and loads its weights strictly.
 
     Args:
-        pretrained: local folder with ``config.json`` and weights, or None (random init).
+        weights: local folder with ``config.json`` and weights, or None (random init).
         in_channels: input channels (8: noisy depth latents + video latents).
         out_channels: output channels (4).
         block_out_channels: channels per resolution level.
@@ -226,7 +168,7 @@ class SVDUNet(nn.Module):
 
     def __init__(
         self,
-        pretrained: str | None = None,
+        weights: str | None = None,
         in_channels: int = 8,
         out_channels: int = 4,
         block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
@@ -244,8 +186,8 @@ class SVDUNet(nn.Module):
         from diffusers import UNetSpatioTemporalConditionModel
 
         dtype = torch_dtype(weights_dtype)
-        if pretrained is not None:
-            config = read_folder_config(pretrained, "UNet", SVD_SOURCE)
+        if weights is not None:
+            config = read_config(weights, "UNet weights", SVD_SOURCE)
             kwargs = constructor_kwargs(UNetSpatioTemporalConditionModel, config)
         else:
             levels = len(block_out_channels)
@@ -261,7 +203,7 @@ class SVDUNet(nn.Module):
                 addition_time_embed_dim=addition_time_embed_dim,
                 projection_class_embeddings_input_dim=3 * addition_time_embed_dim,
             )
-        if pretrained is not None:
+        if weights is not None:
             # Every parameter and buffer comes from the folder: skip the random initialisation
             # (seconds to minutes for SVD's 1.5 B parameters) by building on the meta device.
             with torch.device("meta"):
@@ -275,9 +217,9 @@ class SVDUNet(nn.Module):
             from vdf.models.rope import enable_temporal_rope
 
             enable_temporal_rope(self.unet, rope_theta)
-        if pretrained is not None:
+        if weights is not None:
             self.unet.to_empty(device="cpu")
-            load_folder_into(self.unet, pretrained, "UNet", SVD_SOURCE)
+            load_weights(self.unet, weights, "UNet weights", SVD_SOURCE)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         if dtype != torch.float32:
@@ -332,7 +274,7 @@ class SVDVAE(nn.Module):
     """diffusers' ``AutoencoderKLTemporalDecoder`` (SVD's VAE), chunked over frames.
 
     Args:
-        pretrained: local diffusers-format folder (SVD's ``vae``) or None.
+        weights: local diffusers-format folder (SVD's ``vae``) or None.
         block_out_channels: encoder/decoder channels per level (SVD: 128, 256, 512, 512).
         layers_per_block: resnets per level.
         latent_channels: 4.
@@ -349,7 +291,7 @@ class SVDVAE(nn.Module):
 
     def __init__(
         self,
-        pretrained: str | None = None,
+        weights: str | None = None,
         block_out_channels: tuple[int, ...] = (128, 256, 512, 512),
         layers_per_block: int = 2,
         latent_channels: int = 4,
@@ -365,8 +307,8 @@ class SVDVAE(nn.Module):
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         dtype = torch_dtype(weights_dtype)
         self.force_upcast = force_upcast
-        if pretrained is not None:
-            config = read_folder_config(pretrained, "VAE", SVD_SOURCE)
+        if weights is not None:
+            config = read_config(weights, "VAE weights", SVD_SOURCE)
             kwargs = constructor_kwargs(AutoencoderKLTemporalDecoder, config)
         else:
             kwargs = dict(
@@ -377,8 +319,8 @@ class SVDVAE(nn.Module):
                 scaling_factor=scaling_factor,
             )
         self.vae = AutoencoderKLTemporalDecoder(**kwargs)
-        if pretrained is not None:
-            load_folder_into(self.vae, pretrained, "VAE", SVD_SOURCE)
+        if weights is not None:
+            load_weights(self.vae, weights, "VAE weights", SVD_SOURCE)
         if dtype != torch.float32:
             self.vae.to(dtype)
         self.chunk_size = chunk_size
@@ -475,7 +417,7 @@ class CLIPFrameEmbedder(FrameEmbedder):
     Defaults are SVD's ViT-H/14 encoder.
 
     Args:
-        pretrained: local transformers folder (SVD's ``image_encoder``) or None.
+        weights: local transformers folder (SVD's ``image_encoder``) or None.
         hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, patch_size,
         image_size, projection_dim: the vision tower's sizes when built without weights.
         chunk_size: frames per encoder call.
@@ -486,7 +428,7 @@ class CLIPFrameEmbedder(FrameEmbedder):
 
     def __init__(
         self,
-        pretrained: str | None = None,
+        weights: str | None = None,
         hidden_size: int = 1280,
         intermediate_size: int = 5120,
         num_hidden_layers: int = 32,
@@ -502,8 +444,8 @@ class CLIPFrameEmbedder(FrameEmbedder):
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         source = "SVD's image encoder comes from stabilityai/stable-video-diffusion-img2vid-xt (folder image_encoder)"
-        if pretrained is not None:
-            saved = read_folder_config(pretrained, "CLIP image encoder", source)
+        if weights is not None:
+            saved = read_config(weights, "CLIP image encoder weights", source)
             # A saved dtype (SVD's image_encoder says "torch_dtype": "float16") would build part of
             # the tower in that dtype and the projection in float32: build in float32, load, cast.
             config = CLIPVisionConfig(**{k: v for k, v in saved.items() if k not in ("dtype", "torch_dtype")})
@@ -518,8 +460,8 @@ class CLIPFrameEmbedder(FrameEmbedder):
                 projection_dim=projection_dim,
             )
         self.encoder = CLIPVisionModelWithProjection(config)
-        if pretrained is not None:
-            load_folder_into(self.encoder, pretrained, "CLIP image encoder", source)
+        if weights is not None:
+            load_weights(self.encoder, weights, "CLIP image encoder weights", source)
         if torch_dtype(weights_dtype) != torch.float32:
             self.encoder.to(torch_dtype(weights_dtype))
         self.dim = config.projection_dim

@@ -30,7 +30,7 @@ class TinySVDVAE(SVDVAE):
     """
 
     def __init__(self, chunk_size: int = 4):
-        super().__init__(pretrained=str(ASSET), chunk_size=chunk_size)
+        super().__init__(weights=str(ASSET), chunk_size=chunk_size)
 
 
 def _batches(seed: int, steps: int, batch: int, frames: int, height: int, width: int):

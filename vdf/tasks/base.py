@@ -15,11 +15,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from vdf.data.video_io import VideoSource
 from vdf.inference.base import LongVideoStrategy
 from vdf.inference.stream import VideoPrediction
 from vdf.inference.per_frame import PerFrame
 from vdf.inference.resolution import Resolution, run_at_resolution
+from vdf.io import VideoSource
 from vdf.metrics import VideoDepthMetrics
 
 

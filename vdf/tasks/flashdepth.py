@@ -5,8 +5,8 @@ recurrent state restarted at every clip and carried through its frames with full
 between the prediction and ``100/depth`` (the official target; or the scale-and-shift-invariant
 loss), AdamW (0.9, 0.95) with one learning rate per module group and a warm-up from 1e-4x, then
 constant. Stage 1 initialises S or L from the official Depth-Anything-V2 weights (the net's
-``dav2_checkpoint``); stage 2 trains the hybrid from a FlashDepth-S checkpoint
-(``student_checkpoint``) with the ViT-L teacher frozen (``teacher_checkpoint``, a FlashDepth-L
+``dav2_weights``); stage 2 trains the hybrid from a FlashDepth-S checkpoint
+(``student_weights``) with the ViT-L teacher frozen (``teacher_weights``, a FlashDepth-L
 checkpoint).
 
 Frame sizes. The network sees the frames at their own size, as the official code: training clips
@@ -44,8 +44,8 @@ class FlashDepthTask(VideoDepthTask):
     """FlashDepth S, L or the hybrid (the ``net``'s variant).
 
     Args:
-        net: the FlashDepth network; weights load through its ``checkpoint`` (official FlashDepth),
-            ``dav2_checkpoint``, ``student_checkpoint`` and ``teacher_checkpoint`` arguments.
+        net: the FlashDepth network; weights load through its ``weights`` (official FlashDepth),
+            ``dav2_weights``, ``student_weights`` and ``teacher_weights`` arguments.
         input_size: vdf option, not the official pipeline: resize every frame so that its short
             side is ``input_size`` (Depth-Anything-V2's multiple-of-14 rule) before the network, in
             training, validation, test and predict alike. None (default, official): no resize

@@ -23,7 +23,7 @@ class FrameDepthTask(VideoDepthTask):
 
     Args:
         net: the per-frame network (ImageNet-normalised ``(B,3,H,W)`` -> ``(B,1,H,W)`` disparity);
-            official weights load through its ``checkpoint`` argument.
+            official weights load through its ``weights`` argument.
         input_size: processing short side (rounded to multiples of 14, the official rule).
         antialias: antialias when downscaling to the processing size. The official pipeline
             resizes with OpenCV bicubic without antialiasing (False reproduces its numbers).

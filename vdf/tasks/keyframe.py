@@ -11,9 +11,9 @@ sampling: keyframe latents from the ground truth (normalised and VAE-encoded as 
 the other frames sampled — the score of the interpolation network alone, given perfect
 keyframes. For whole videos the network is used by `vdf.inference.KeyframeInterpolation`.
 
-``base_checkpoint`` starts training from a trained 8-channel model as the paper does:
+``base_weights`` starts training from a trained 8-channel model as the paper does:
 ``conv_in``'s weights are repeated along the input channels and divided by the repeat count
-(``vdf.models.dav.expand_conv_in``), so at initialisation the network equals the base one when
+(`vdf.models.weights.widen_conv_in`), so at initialisation the network equals the base one when
 the extra channels repeat ``[noisy, video]``.
 """
 
@@ -34,14 +34,10 @@ from vdf.models.svd import SVDDepthDenoiser
 from vdf.tasks.latent_diffusion import LatentDiffusionTask
 
 CONV_IN = "conv_in.weight"
-
-
-def expand_conv_in_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """``(O,C,k,k)`` -> ``(O,in_channels,k,k)``: repeated along inputs, divided by the repeat count."""
-    if in_channels % weight.shape[1]:
-        raise ValueError(f"in_channels={in_channels} is not a multiple of the checkpoint's {weight.shape[1]}")
-    repeat = in_channels // weight.shape[1]
-    return weight.repeat(1, repeat, 1, 1) / repeat
+BASE_WHERE = (
+    "The 8-channel base model: a Lightning checkpoint of the Depth Any Video base run, or DAV's 'unet' folder "
+    "(Hugging Face hhyangcs/depth-any-video)"
+)
 
 
 class KeyframeInterpolationTask(LatentDiffusionTask):
@@ -49,13 +45,13 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
 
     Args:
         denoiser: an `SVDDepthDenoiser` whose UNet takes 16 input channels.
-        base_checkpoint: the trained 8-channel base model to start from: a Lightning checkpoint
+        base_weights: the trained 8-channel base model to start from: a Lightning checkpoint
             of a `LatentDiffusionTask` (all weights; ``conv_in`` expanded) or a diffusers UNet
             folder such as Depth Any Video's ``unet`` (UNet weights only). None: no such start.
         steps, frame_positions: defaults are Depth Any Video's (3 steps; RoPE positions from
             ``frame_index``).
         test_with_strategy: default False — test as validation, with ground-truth keyframes.
-        Other arguments: see `LatentDiffusionTask` (``init_checkpoint`` loads a checkpoint of
+        Other arguments: see `LatentDiffusionTask` (``init_weights`` loads a checkpoint of
             this task, e.g. to resume from a previous interpolation run's weights).
     """
 
@@ -69,8 +65,8 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
         per_frame_levels: bool = False,
         frame_positions: bool = True,
         sampling_seed: int | None = 0,
-        init_checkpoint: str | None = None,
-        base_checkpoint: str | None = None,
+        init_weights: str | None = None,
+        base_weights: str | None = None,
         lr: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -96,7 +92,7 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
             per_frame_levels=per_frame_levels,
             frame_positions=frame_positions,
             sampling_seed=sampling_seed,
-            init_checkpoint=None,
+            init_weights=None,
             lr=lr,
             weight_decay=weight_decay,
             warmup_steps=warmup_steps,
@@ -108,34 +104,23 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
             test_with_strategy=test_with_strategy,
             resolution=resolution,
         )
-        if base_checkpoint is not None:
-            self.load_base(base_checkpoint)
-        if init_checkpoint is not None:
-            self.load_weights(init_checkpoint)
+        if base_weights is not None:
+            self.load_base(base_weights)
+        if init_weights is not None:
+            self.load_weights(init_weights)
 
     def load_base(self, path: str) -> None:
         """Initialise from an 8-channel model (Lightning checkpoint or diffusers UNet folder)."""
-        from vdf.models.convert import load_state_dict_strict, unwrap_state_dict
-        from vdf.models.svd import SVD_SOURCE, read_folder_weights
+        from vdf.models.weights import load_state_dict_strict, read_weights, widen_conv_in
 
         unet = self.denoiser.unet.unet
-        prefix = "denoiser.unet.unet."
-        if Path(path).is_dir():
-            state = read_folder_weights(path, "base UNet", SVD_SOURCE)
-            target, key = unet, CONV_IN
-        elif Path(path).is_file():
-            state = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-            target, key = self, prefix + CONV_IN
-        else:
-            raise FileNotFoundError(
-                f"base_checkpoint {path} does not exist (the 8-channel base model: a Lightning checkpoint of the "
-                "Depth Any Video base run, or DAV's 'unet' folder)"
-            )
+        # A diffusers folder holds the UNet alone, a Lightning checkpoint the whole task.
+        target, key = (unet, CONV_IN) if Path(path).is_dir() else (self, "denoiser.unet.unet." + CONV_IN)
+        state = read_weights(path, "base_weights", BASE_WHERE)
         if key not in state:
-            raise KeyError(f"base_checkpoint {path} has no {key}: not a checkpoint of an SVD-UNet depth model")
-        state = dict(state)
-        state[key] = expand_conv_in_weight(state[key], unet.conv_in.in_channels)
-        load_state_dict_strict(target, state, source=f"base_checkpoint {path}")
+            raise KeyError(f"base_weights {path} has no {key}: not a checkpoint of an SVD-UNet depth model")
+        state[key] = widen_conv_in(state[key], unet.conv_in.in_channels)
+        load_state_dict_strict(target, state, source=f"base_weights {path}")
 
     # -- keyframes from the ground truth --------------------------------------------------------
     def keyframe_condition(self, x0: torch.Tensor) -> torch.Tensor:

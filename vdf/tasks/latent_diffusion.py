@@ -47,7 +47,7 @@ class LatentDiffusionTask(VideoDepthTask):
             positions — used by RoPE temporal attention (Depth Any Video), ignored otherwise.
         sampling_seed: seed of the initial noise when sampling (None: the global RNG), so
             evaluations are repeatable.
-        init_checkpoint: a Lightning checkpoint whose weights initialise the model (the
+        init_weights: a Lightning checkpoint whose weights initialise the model (the
             previous training stage); optimizer state is not taken.
         lr, weight_decay, warmup_steps, min_lr_ratio, ...: see `VideoDepthTask`.
     """
@@ -62,7 +62,7 @@ class LatentDiffusionTask(VideoDepthTask):
         per_frame_levels: bool = False,
         frame_positions: bool = False,
         sampling_seed: int | None = 0,
-        init_checkpoint: str | None = None,
+        init_weights: str | None = None,
         lr: float = 1e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
@@ -102,19 +102,14 @@ class LatentDiffusionTask(VideoDepthTask):
         self.per_frame_levels = per_frame_levels
         self.frame_positions = frame_positions
         self.sampling_seed = sampling_seed
-        if init_checkpoint is not None:
-            self.load_weights(init_checkpoint)
+        if init_weights is not None:
+            self.load_weights(init_weights)
 
     def load_weights(self, path: str) -> None:
         """Initialise from a Lightning checkpoint's weights (strict; errors name the file)."""
-        from pathlib import Path
+        from vdf.models.weights import load_weights
 
-        from vdf.models.convert import load_state_dict_strict, unwrap_state_dict
-
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"init_checkpoint {path} does not exist (the previous stage's checkpoint)")
-        state = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-        load_state_dict_strict(self, state, source=f"init_checkpoint {path}")
+        load_weights(self, path, "init_weights", "The previous stage's checkpoint (checkpoints/last.ckpt of its run)")
 
     # -- the calls strategies use -------------------------------------------------------------
     def generator(self, offset: int = 0) -> torch.Generator | None:

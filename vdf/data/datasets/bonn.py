@@ -13,17 +13,10 @@ synchronous), frames ``[30:140]`` (110 frames), even-crops (480x640 is unchanged
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from vdf.data.datasets._benchmark import (
-    Frame,
-    BenchmarkFolderDataset,
-    FrameSequence,
-    frame_sort,
-    read_scaled_png,
-    select_frames,
-)
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, frame_sort
+from vdf.data.readers import read_scaled_png
 
 #: DepthCrafter ``meta_bonn.csv``: the five evaluated sequences (folder names of the Bonn download).
 BONN_SEQUENCES = [
@@ -35,7 +28,7 @@ BONN_SEQUENCES = [
 ]
 
 
-class BonnRGBD(BenchmarkFolderDataset):
+class BonnRGBD(PerFrameDataset):
     """Bonn RGB-D Dynamic sequences with the DepthCrafter benchmark selection.
 
     Args:
@@ -66,26 +59,27 @@ class BonnRGBD(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "bonn",
     ):
-        super().__init__(root, name, even_crop=even_crop, shift_intrinsics=shift_intrinsics)
         self.check_range = check_range
+        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames,
+                         even_crop=even_crop, shift_intrinsics=shift_intrinsics)
+
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         if not self.root.is_dir():
             raise FileNotFoundError(f"BonnRGBD: dataset root {str(self.root)!r} does not exist; expected "
                                     "root/<seq>/{rgb,depth}/*.png (Bonn RGB-D Dynamic)")
-        for seq in sequences if sequences is not None else BONN_SEQUENCES:
+        out = []
+        for seq in names if names is not None else BONN_SEQUENCES:
             rgb_dir, depth_dir = self.root / seq / "rgb", self.root / seq / "depth"
-            rgbs = frame_sort(list(rgb_dir.glob("*.png")))
-            depths = frame_sort(list(depth_dir.glob("*.png")))
+            rgbs = frame_sort(rgb_dir.glob("*.png"))
+            depths = frame_sort(depth_dir.glob("*.png"))
             if not depths:
                 raise FileNotFoundError(f"BonnRGBD: no depth PNGs in {str(depth_dir)!r}")
             if len(rgbs) != len(depths):
                 raise ValueError(f"BonnRGBD: sequence {seq!r} has {len(rgbs)} RGB frames in {str(rgb_dir)!r} but "
                                  f"{len(depths)} depth frames in {str(depth_dir)!r}; they are paired by position "
                                  "(missing pair)")
-            positions = select_frames(len(depths), start, stride, max_frames)
-            if not positions:
-                raise ValueError(f"BonnRGBD: sequence {seq!r} has {len(depths)} frames; none left after start={start}")
-            frames = [Frame(index=p, rgb=rgbs[p], depth=depths[p]) for p in positions]
-            self.sequences.append(FrameSequence(seq, frames))
+            out.append(FrameSequence(seq, [Frame(p, rgb, depth) for p, (rgb, depth) in enumerate(zip(rgbs, depths))]))
+        return out
 
-    def read_depth(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        return read_scaled_png(frame.depth, 5000.0, "BonnRGBD", self.check_range)
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_scaled_png(frame.depth, 5000.0, self.check_range)

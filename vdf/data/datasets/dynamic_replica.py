@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, read_png16
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames
+from vdf.data.readers import read_png16
 
 
 def decode_float16_png(pixels: np.ndarray) -> np.ndarray:
@@ -23,7 +24,7 @@ def decode_float16_png(pixels: np.ndarray) -> np.ndarray:
     return np.frombuffer(pixels.tobytes(), dtype=np.float16).reshape(pixels.shape).astype(np.float32)
 
 
-class DynamicReplica(FrameFolderDataset):
+class DynamicReplica(PerFrameDataset):
     """Dynamic Replica: one item per sequence folder, named by it (``"<split>/<seq>"`` when
     found under a split folder).
 
@@ -37,24 +38,17 @@ class DynamicReplica(FrameFolderDataset):
 
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "dynamic_replica"):
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
         dirs = sorted(set(self.root.glob("*/images")) | set(self.root.glob("*/*/images")))
         for image_dir in dirs:
             seq_dir = image_dir.parent
-            rgb = sorted((p for p in image_dir.glob("*.png") if p.stem.startswith(seq_dir.name)), key=frame_number)
-            if not rgb:
-                rgb = sorted(image_dir.glob("*.png"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
-            depth = [seq_dir / "depths" / f"{p.stem}.geometric.png" for p in rgb]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"DynamicReplica: depth file {str(d)!r} missing for image {str(r)!r}")
-            name = seq_dir.relative_to(self.root).as_posix()
-            out.append(FrameSequence(name, rgb, depth, numbers))
+            images = [p for p in image_dir.glob("*.png") if p.stem.startswith(seq_dir.name)] or image_dir.glob("*.png")
+            frames = numbered_frames(images, lambda image, _: seq_dir / "depths" / f"{image.stem}.geometric.png")
+            out.append(FrameSequence(seq_dir.relative_to(self.root).as_posix(), frames))
         return out
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        return decode_float16_png(read_png16(seq.depth[k]))
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return decode_float16_png(read_png16(frame.depth))

@@ -1,6 +1,6 @@
 """`EpisodeFolder`: videos with depth ground truth in vdf's own on-disk layout.
 
-Layout (what `vdf.data.datasets.synthetic.write_episodes` writes)::
+Layout (what `vdf.io.episodes.write_episodes` writes)::
 
     root/<name>.mp4       the RGB video (any container/codec PyAV decodes)
     root/<name>_gt.npz    depth float32 (T,H,W) metres, valid bool (T,H,W), frame_index int64 (T,),
@@ -19,8 +19,7 @@ import torch
 
 from vdf.data.datasets.base import VideoDepthDataset
 from vdf.data.types import Sample
-
-GT_SUFFIX = "_gt.npz"
+from vdf.io.episodes import GT_SUFFIX
 
 
 class EpisodeFolder(VideoDepthDataset):
@@ -37,7 +36,7 @@ class EpisodeFolder(VideoDepthDataset):
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"EpisodeFolder: dataset root {str(self.root)!r} does not exist or is not a folder "
-                "(write one with vdf.data.datasets.synthetic.write_episodes, or fix data.*.init_args.root)"
+                "(write one with vdf.io.write_episodes, or fix data.*.init_args.root)"
             )
         self.videos = sorted(p for p in self.root.glob("*.mp4") if not p.name.startswith("."))
         if not self.videos:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, image_size, pinhole, read_hdf5
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, frame_number, pinhole, set_cameras
+from vdf.data.readers import image_size, read_hdf5
 
 __all__ = ["Hypersim", "distance_to_planar", "HYPERSIM_FOCAL"]
 
@@ -44,7 +45,7 @@ def distance_to_planar(dist: np.ndarray, focal: float) -> np.ndarray:
     return (dist * (float(focal) / norm)).astype(np.float32)
 
 
-class Hypersim(FrameFolderDataset):
+class Hypersim(PerFrameDataset):
     """Hypersim: one item per ``(scene, camera)`` pair, planar depth in metres.
 
     ``meta["sequence"]`` is ``"<scene>/cam_XX"``. Intrinsics are the fixed pinhole of the release
@@ -63,14 +64,14 @@ class Hypersim(FrameFolderDataset):
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "hypersim", focal: float | None = None):
         self.focal = focal
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
     def _focal(self, width: int) -> float:
         if self.focal is not None:
             return float(self.focal)
         return (width / 2) / math.tan(math.radians(30.0))
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
         for image_dir in sorted(self.root.glob("*/images/scene_cam_*_final_preview")):
             scene = image_dir.parent.parent.name
@@ -79,22 +80,15 @@ class Hypersim(FrameFolderDataset):
             rgbs: dict[int, Path] = {}
             for pattern in ("frame.*.color.jpg", "frame.*.tonemap.jpg"):
                 for p in image_dir.glob(pattern):
-                    rgbs.setdefault(frame_number(p.with_name(p.name.split(".")[1])), p)
-            numbers = sorted(rgbs)
-            depth = [geo / f"frame.{n:04d}.depth_meters.hdf5" for n in numbers]
-            missing = [str(d) for d in depth if not d.is_file()]
-            if missing:
-                raise FileNotFoundError(f"Hypersim: depth file {missing[0]!r} missing for image "
-                                        f"{str(rgbs[numbers[depth.index(Path(missing[0]))]])!r}")
-            out.append(FrameSequence(f"{scene}/{cam}", [rgbs[n] for n in numbers], depth, numbers))
-        for seq in out:
-            h, w = image_size(seq.rgb[0])
-            f = self._focal(w)
-            seq.intrinsics = np.repeat(pinhole(f, f, (w - 1) / 2, (h - 1) / 2)[None], len(seq.rgb), 0)
+                    rgbs.setdefault(frame_number(p.with_name(p.name.split(".")[1])), p)  # frame.NNNN.color.jpg
+            frames = [Frame(n, rgbs[n], geo / f"frame.{n:04d}.depth_meters.hdf5") for n in sorted(rgbs)]
+            if frames:
+                h, w = image_size(frames[0].rgb)
+                f = self._focal(w)
+                set_cameras(frames, intrinsics=pinhole(f, f, (w - 1) / 2, (h - 1) / 2))
+            out.append(FrameSequence(f"{scene}/{cam}", frames))
         return out
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        dist = read_hdf5(seq.depth[k], "dataset")
-        if dist.ndim != 2:
-            raise ValueError(f"Hypersim: {str(seq.depth[k])!r} key 'dataset' has shape {dist.shape}, expected (H,W)")
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        dist = read_hdf5(frame.depth, "dataset", ndim=2)
         return distance_to_planar(dist, self._focal(dist.shape[1]))

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, image_size, pinhole, read_exr
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames, pinhole, set_cameras
+from vdf.data.readers import image_size, read_exr
 
 IRS_BASELINE = 0.1
 IRS_FOCAL = 480.0
 IRS_MAX_DEPTH = 200.0
 
 
-class IRS(FrameFolderDataset):
+class IRS(PerFrameDataset):
     """IRS: one item per folder holding ``l_*.png`` frames, named by its path under ``root``.
 
     Args:
@@ -34,27 +35,20 @@ class IRS(FrameFolderDataset):
 
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "irs"):
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
-        folders = sorted({p.parent for p in self.root.rglob("l_*.png")})
-        for folder in folders:
-            rgb = sorted(folder.glob("l_*.png"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
-            depth = [p.with_name("d_" + p.name[2:-4] + ".exr") for p in rgb]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"IRS: disparity file {str(d)!r} missing for image {str(r)!r}")
+        for folder in sorted({p.parent for p in self.root.rglob("l_*.png")}):
+            frames = numbered_frames(folder.glob("l_*.png"), lambda left, _: left.with_name(f"d_{left.stem[2:]}.exr"))
+            h, w = image_size(frames[0].rgb)
+            set_cameras(frames, intrinsics=pinhole(IRS_FOCAL, IRS_FOCAL, w // 2, h // 2))
             name = folder.relative_to(self.root).as_posix() if folder != self.root else folder.name
-            seq = FrameSequence(name, rgb, depth, numbers)
-            h, w = image_size(rgb[0])
-            seq.intrinsics = np.repeat(pinhole(IRS_FOCAL, IRS_FOCAL, w // 2, h // 2)[None], len(rgb), 0)
-            out.append(seq)
+            out.append(FrameSequence(name, frames))
         return out
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        disp = read_exr(seq.depth[k])
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        disp = read_exr(frame.depth)
         with np.errstate(divide="ignore", invalid="ignore"):
             depth = IRS_BASELINE * IRS_FOCAL / disp
         bad = ~np.isfinite(depth) | (depth <= 0) | (depth > IRS_MAX_DEPTH)

@@ -14,17 +14,10 @@ drive starts at ``0000000005``); ``frame_index`` is the raw frame number. Depth 
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from vdf.data.datasets._benchmark import (
-    BenchmarkFolderDataset,
-    Frame,
-    FrameSequence,
-    frame_sort,
-    read_scaled_png,
-    select_frames,
-)
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, frame_sort
+from vdf.data.readers import read_scaled_png
 
 #: The 13 drives of KITTI's depth-completion ``val`` split (DepthCrafter ``meta_kitti_val.csv``).
 KITTI_VAL_DRIVES = [
@@ -44,11 +37,7 @@ KITTI_VAL_DRIVES = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# Shared helpers of the frame-folder readers (Sintel, KITTI, Bonn, ScanNet, NYUv2)
-
-
-class KITTIDepth(BenchmarkFolderDataset):
+class KITTIDepth(PerFrameDataset):
     """KITTI depth-completion ``val`` drives with the DepthCrafter benchmark selection.
 
     Args:
@@ -81,28 +70,26 @@ class KITTIDepth(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "kitti",
     ):
-        super().__init__(root, name, even_crop=even_crop, shift_intrinsics=shift_intrinsics)
-        self.check_range = check_range
-        gt_root = self.root / "data_depth_annotated" / split
+        self.split, self.check_range = split, check_range
+        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames,
+                         even_crop=even_crop, shift_intrinsics=shift_intrinsics)
+
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
+        gt_root = self.root / "data_depth_annotated" / self.split
         if not gt_root.is_dir():
             raise FileNotFoundError(
-                f"KITTIDepth: {str(gt_root)!r} does not exist; expected root/data_depth_annotated/{split}/<drive>/"
+                f"KITTIDepth: {str(gt_root)!r} does not exist; expected root/data_depth_annotated/{self.split}/<drive>/"
                 "proj_depth/groundtruth/image_02/*.png (KITTI depth completion) beside root/raw_data/"
             )
-        for drive in sequences if sequences is not None else KITTI_VAL_DRIVES:
+        out = []
+        for drive in names if names is not None else KITTI_VAL_DRIVES:
             gt_dir = gt_root / drive / "proj_depth" / "groundtruth" / "image_02"
-            gts = frame_sort(list(gt_dir.glob("*.png")))
+            gts = frame_sort(gt_dir.glob("*.png"))
             if not gts:
                 raise FileNotFoundError(f"KITTIDepth: no ground-truth PNGs in {str(gt_dir)!r}")
             rgb_dir = self.root / "raw_data" / drive[:10] / drive / "image_02" / "data"
-            frames = []
-            for position in select_frames(len(gts), start, stride, max_frames):
-                gt = gts[position]
-                rgb = rgb_dir / gt.name
-                if not rgb.is_file():
-                    raise FileNotFoundError(f"KITTIDepth: ground truth {str(gt)!r} has no RGB pair {str(rgb)!r}")
-                frames.append(Frame(index=int(gt.stem), rgb=rgb, depth=gt))
-            self.sequences.append(FrameSequence(drive, frames))
+            out.append(FrameSequence(drive, [Frame(int(gt.stem), rgb_dir / gt.name, gt) for gt in gts]))
+        return out
 
-    def read_depth(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        return read_scaled_png(frame.depth, 256.0, "KITTIDepth", self.check_range)
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_scaled_png(frame.depth, 256.0, self.check_range)

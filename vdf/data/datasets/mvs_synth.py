@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, pinhole, read_exr
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames, pinhole, set_cameras
+from vdf.data.readers import read_exr
 
 
-class MVSSynth(FrameFolderDataset):
+class MVSSynth(PerFrameDataset):
     """MVS-Synth: one item per sequence folder, named ``"NNNN"``.
 
     Args:
@@ -39,9 +40,9 @@ class MVSSynth(FrameFolderDataset):
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "mvs_synth", depth_scale: float = 1.0):
         self.depth_scale = float(depth_scale)
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         base = self.root
         for candidate in ("GTAV_1080", "GTAV_720"):
             if (self.root / candidate).is_dir():
@@ -50,19 +51,12 @@ class MVSSynth(FrameFolderDataset):
         out = []
         for image_dir in sorted(base.glob("*/images")):
             seq_dir = image_dir.parent
-            rgb = sorted(image_dir.glob("*.png"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
-            depth = [seq_dir / "depths" / f"{p.stem}.exr" for p in rgb]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"MVSSynth: depth file {str(d)!r} missing for image {str(r)!r}")
-            poses = [seq_dir / "poses" / f"{p.stem}.json" for p in rgb]
-            seq = FrameSequence(seq_dir.name, rgb, depth, numbers)
-            if rgb and all(p.is_file() for p in poses):
+            frames = numbered_frames(image_dir.glob("*.png"), lambda image, _: seq_dir / "depths" / f"{image.stem}.exr")
+            poses = [seq_dir / "poses" / f"{f.rgb.stem}.json" for f in frames]
+            if frames and all(p.is_file() for p in poses):
                 cams = [self._read_pose(p) for p in poses]
-                seq.intrinsics = np.stack([c[0] for c in cams])
-                seq.cam_to_world = np.stack([c[1] for c in cams])
-            out.append(seq)
+                set_cameras(frames, intrinsics=[c[0] for c in cams], cam_to_world=[c[1] for c in cams])
+            out.append(FrameSequence(seq_dir.name, frames))
         return out
 
     def _read_pose(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -79,5 +73,5 @@ class MVSSynth(FrameFolderDataset):
         c2w[:3, 3] *= self.depth_scale
         return k, c2w
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        return read_exr(seq.depth[k]) * np.float32(self.depth_scale)
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_exr(frame.depth) * np.float32(self.depth_scale)

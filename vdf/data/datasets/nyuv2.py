@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets._benchmark import Frame, BenchmarkFolderDataset, FrameSequence, read_scaled_png
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset
+from vdf.data.readers import read_scaled_png
 
 
-class NYUv2(BenchmarkFolderDataset):
+class NYUv2(PerFrameDataset):
     """NYU Depth v2 test split (Marigold file list), one item per image.
 
     Args:
@@ -47,26 +48,30 @@ class NYUv2(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "nyuv2",
     ):
+        self.list_file, self.depth_column, self.max_images = list_file, depth_column, max_images
         super().__init__(root, name, crop=crop, shift_intrinsics=shift_intrinsics)
-        list_path = self.root / list_file
+
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
+        list_path = self.root / self.list_file
         if not list_path.is_file():
             raise FileNotFoundError(f"NYUv2: file list {str(list_path)!r} does not exist; expected the Marigold "
                                     "NYUv2 test layout (root/filename_list_test.txt + the listed PNGs)")
         lines = [line.split() for line in list_path.read_text().splitlines() if line.strip()]
+        out = []
         for number, columns in enumerate(lines, start=1):
-            if len(columns) <= depth_column or depth_column < 1:
+            if len(columns) <= self.depth_column or self.depth_column < 1:
                 raise ValueError(f"NYUv2: {str(list_path)!r} line {number} has {len(columns)} columns; "
-                                 f"depth_column={depth_column} needs '<rgb> <depth> <filled>' (missing pair)")
-            rgb, depth = self.root / columns[0], self.root / columns[depth_column]
+                                 f"depth_column={self.depth_column} needs '<rgb> <depth> <filled>' (missing pair)")
+            rgb, depth = self.root / columns[0], self.root / columns[self.depth_column]
             for path in (rgb, depth):
                 if not path.is_file():
                     raise FileNotFoundError(f"NYUv2: {str(path)!r} (listed in {str(list_path)!r} line {number}) "
                                             "does not exist")
-            self.sequences.append(FrameSequence(str(Path(columns[0]).with_suffix("")), [Frame(0, rgb, depth)]))
-        if max_images is not None:
-            self.sequences = self.sequences[:max_images]
-        if not self.sequences:
+            out.append(FrameSequence(str(Path(columns[0]).with_suffix("")), [Frame(0, rgb, depth)]))
+        out = out if self.max_images is None else out[: self.max_images]
+        if not out:
             raise ValueError(f"NYUv2: {str(list_path)!r} lists no images")
+        return out
 
-    def read_depth(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        return read_scaled_png(frame.depth, 1000.0, "NYUv2")
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_scaled_png(frame.depth, 1000.0)

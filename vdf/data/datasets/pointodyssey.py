@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, read_png16
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames, set_cameras
+from vdf.data.readers import read_png16
 
 
-class PointOdyssey(FrameFolderDataset):
+class PointOdyssey(PerFrameDataset):
     """PointOdyssey: one item per sequence, named ``"<split>/<seq>"``.
 
     Args:
@@ -30,32 +31,28 @@ class PointOdyssey(FrameFolderDataset):
 
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "pointodyssey"):
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
         for rgb_dir in sorted(self.root.glob("*/*/rgbs")):
             seq_dir = rgb_dir.parent
-            rgb = sorted(rgb_dir.glob("rgb_*.jpg"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
-            depth = [seq_dir / "depths" / f"depth_{n:05d}.png" for n in numbers]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"PointOdyssey: depth file {str(d)!r} missing for image {str(r)!r}")
-            seq = FrameSequence(f"{seq_dir.parent.name}/{seq_dir.name}", rgb, depth, numbers)
+            frames = numbered_frames(rgb_dir.glob("rgb_*.jpg"), lambda _, n: seq_dir / "depths" / f"depth_{n:05d}.png")
             anno = seq_dir / "anno.npz"
-            if anno.is_file() and numbers:
+            if anno.is_file() and frames:
+                numbers = [f.index for f in frames]
                 try:
                     with np.load(anno, allow_pickle=False) as a:
                         keys = set(a.files)
                         if "intrinsics" in keys:
-                            seq.intrinsics = self._rows(a["intrinsics"], numbers, anno, "intrinsics", (3, 3))
+                            k = self._rows(a["intrinsics"], numbers, anno, "intrinsics", (3, 3))
+                            set_cameras(frames, intrinsics=k)
                         if "extrinsics" in keys:
                             w2c = self._rows(a["extrinsics"], numbers, anno, "extrinsics", (4, 4))
-                            seq.cam_to_world = np.linalg.inv(w2c)
+                            set_cameras(frames, cam_to_world=np.linalg.inv(w2c))
                 except (OSError, ValueError) as error:
                     raise ValueError(f"PointOdyssey: cannot read {str(anno)!r}: {error}") from error
-            out.append(seq)
+            out.append(FrameSequence(f"{seq_dir.parent.name}/{seq_dir.name}", frames))
         return out
 
     @staticmethod
@@ -66,6 +63,6 @@ class PointOdyssey(FrameFolderDataset):
                              f"with N > {max(numbers)}")
         return array[numbers]
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        raw = read_png16(seq.depth[k])
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        raw = read_png16(frame.depth)
         return raw.astype(np.float32) * np.float32(1000.0 / 65535.0)  # 0 stays 0 -> invalid

@@ -22,24 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets._benchmark import Frame, BenchmarkFolderDataset, FrameSequence, read_scaled_png, select_frames
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, set_cameras
+from vdf.data.readers import read_scaled_png, read_table
 
 
-def read_matrix(path: Path, shape: tuple[int, int], who: str) -> np.ndarray:
-    """A whitespace-separated matrix text file; errors name the file."""
-    try:
-        matrix = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{who}: {str(path)!r} does not exist") from error
-    except ValueError as error:
-        raise ValueError(f"{who}: cannot parse matrix file {str(path)!r}: {error}") from error
+def read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The top-left ``shape`` block of a whitespace-separated matrix file (K may be stored 4x4)."""
+    matrix = read_table(path)
     if matrix.shape[0] < shape[0] or matrix.shape[1] < shape[1]:
-        raise ValueError(f"{who}: {str(path)!r} holds a {matrix.shape[0]}x{matrix.shape[1]} matrix; "
+        raise ValueError(f"ScanNet: {str(path)!r} holds a {matrix.shape[0]}x{matrix.shape[1]} matrix; "
                          f"expected at least {shape[0]}x{shape[1]}")
     return matrix[: shape[0], : shape[1]]
 
 
-class ScanNet(BenchmarkFolderDataset):
+class ScanNet(PerFrameDataset):
     """ScanNet v2 scenes with the DepthCrafter benchmark selection.
 
     Args:
@@ -72,17 +68,22 @@ class ScanNet(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "scannet",
     ):
-        super().__init__(root, name, crop=crop, shift_intrinsics=shift_intrinsics)
-        scenes_root = self.root / split
+        self.num_scenes, self.split = num_scenes, split
+        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames, crop=crop,
+                         shift_intrinsics=shift_intrinsics)
+
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
+        scenes_root = self.root / self.split
         if not scenes_root.is_dir():
-            raise FileNotFoundError(f"ScanNet: {str(scenes_root)!r} does not exist; expected root/{split}/<scene>/"
+            raise FileNotFoundError(f"ScanNet: {str(scenes_root)!r} does not exist; expected root/{self.split}/<scene>/"
                                     "{color/*.jpg, depth/*.png, pose/*.txt, intrinsic/intrinsic_depth.txt}")
-        if sequences is None:
-            sequences = sorted(p.name for p in scenes_root.iterdir() if p.is_dir())
-            sequences = sequences if num_scenes is None else sequences[:num_scenes]
-            if not sequences:
+        if names is None:
+            names = sorted(p.name for p in scenes_root.iterdir() if p.is_dir())
+            names = names if self.num_scenes is None else names[: self.num_scenes]
+            if not names:
                 raise FileNotFoundError(f"ScanNet: no scene folders in {str(scenes_root)!r}")
-        for scene in sequences:
+        out = []
+        for scene in names:
             folder = scenes_root / scene
             colors = list((folder / "color").glob("*.jpg"))
             try:
@@ -92,21 +93,17 @@ class ScanNet(BenchmarkFolderDataset):
             if not colors:
                 raise FileNotFoundError(f"ScanNet: no color/*.jpg in {str(folder)!r}")
             has_poses = (folder / "pose").is_dir()
-            frames = []
-            for position in select_frames(len(colors), start, stride, max_frames):
-                color = colors[position]
-                depth = folder / "depth" / (color.stem + ".png")
-                if not depth.is_file():
-                    raise FileNotFoundError(f"ScanNet: {str(color)!r} has no depth pair {str(depth)!r}")
-                extra = {"pose": folder / "pose" / (color.stem + ".txt")} if has_poses else {}
-                frames.append(Frame(index=int(color.stem), rgb=color, depth=depth, extra=extra))
+            frames = [Frame(int(color.stem), color, folder / "depth" / f"{color.stem}.png",
+                            {"pose": folder / "pose" / f"{color.stem}.txt"} if has_poses else {}) for color in colors]
             k_path = folder / "intrinsic" / "intrinsic_depth.txt"
-            k = read_matrix(k_path, (3, 3), "ScanNet") if k_path.is_file() else None
-            self.sequences.append(FrameSequence(scene, frames, intrinsics=k))
+            if k_path.is_file():
+                set_cameras(frames, intrinsics=read_matrix(k_path, (3, 3)))
+            out.append(FrameSequence(scene, frames))
+        return out
 
-    def read_depth(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        return read_scaled_png(frame.depth, 1000.0, "ScanNet")
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_scaled_png(frame.depth, 1000.0)
 
-    def read_camera(self, sequence: FrameSequence, frame: Frame):
-        pose = read_matrix(frame.extra["pose"], (4, 4), "ScanNet") if "pose" in frame.extra else None
-        return sequence.intrinsics, pose
+    def read_camera(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        pose = read_matrix(frame.files["pose"], (4, 4)) if "pose" in frame.files else None
+        return frame.intrinsics, pose

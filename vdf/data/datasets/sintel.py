@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets._benchmark import Frame, BenchmarkFolderDataset, FrameSequence, frame_sort, select_frames
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, frame_sort
 
 TAG_FLOAT = 202021.25  # "PIEH" read as a little-endian float32
 
@@ -64,18 +64,6 @@ def read_dpt(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4", offset=12).reshape(height, width).astype(np.float32)
 
 
-def dpt_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` from a ``.dpt`` header."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        data = f.read(12)
-    _check_tag(data, path, ".dpt")
-    if len(data) < 12:
-        raise ValueError(f"Sintel: {str(path)!r} is truncated ({len(data)} bytes; header needs 12)")
-    width, height = (int(v) for v in np.frombuffer(data[4:12], dtype="<i4"))
-    return height, width
-
-
 def read_cam(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A Sintel ``.cam`` file as ``(K (3,3), cam_to_world (4,4))``, float64.
 
@@ -94,7 +82,7 @@ def read_cam(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return k, np.linalg.inv(world_to_cam)
 
 
-class Sintel(BenchmarkFolderDataset):
+class Sintel(PerFrameDataset):
     """MPI Sintel training sequences (DepthCrafter benchmark: all 23, <= 50 frames, no crop).
 
     Args:
@@ -127,44 +115,41 @@ class Sintel(BenchmarkFolderDataset):
         shift_intrinsics: bool = True,
         name: str = "sintel",
     ):
-        super().__init__(root, name, shift_intrinsics=shift_intrinsics)
-        depth_root = self.root / depth_dir
+        self.image_dir, self.depth_dir, self.cam_dir = image_dir, depth_dir, cam_dir
+        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames,
+                         shift_intrinsics=shift_intrinsics)
+
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
+        depth_root = self.root / self.depth_dir
         if not depth_root.is_dir():
             raise FileNotFoundError(
-                f"Sintel: depth folder {str(depth_root)!r} does not exist; expected root/{depth_dir}/<seq>/*.dpt "
-                f"and root/{image_dir}/<seq>/*.png (MPI Sintel + Sintel depth training data)"
+                f"Sintel: depth folder {str(depth_root)!r} does not exist; expected root/{self.depth_dir}/<seq>/*.dpt "
+                f"and root/{self.image_dir}/<seq>/*.png (MPI Sintel + Sintel depth training data)"
             )
-        if sequences is None:
-            sequences = sorted(p.name for p in depth_root.iterdir() if p.is_dir())
-            if not sequences:
+        if names is None:
+            names = sorted(p.name for p in depth_root.iterdir() if p.is_dir())
+            if not names:
                 raise FileNotFoundError(f"Sintel: no sequence folders in {str(depth_root)!r}")
-        for seq in sequences:
-            depths = frame_sort(list((depth_root / seq).glob("*.dpt")))
-            rgbs = frame_sort(list((self.root / image_dir / seq).glob("*.png")))
+        out = []
+        for seq in names:
+            image_folder = self.root / self.image_dir / seq
+            depths = frame_sort((depth_root / seq).glob("*.dpt"))
+            rgbs = frame_sort(image_folder.glob("*.png"))
             if not depths:
                 raise FileNotFoundError(f"Sintel: no .dpt files in {str(depth_root / seq)!r}")
             if len(rgbs) != len(depths):
-                raise ValueError(f"Sintel: sequence {seq!r} has {len(rgbs)} RGB frames in "
-                                 f"{str(self.root / image_dir / seq)!r} but {len(depths)} depth files in "
-                                 f"{str(depth_root / seq)!r}; every frame needs both (missing pair)")
-            cam_folder = self.root / cam_dir / seq
-            frames = []
-            for position in select_frames(len(depths), start, stride, max_frames):
-                extra = {}
-                if cam_folder.is_dir():
-                    extra["cam"] = cam_folder / (depths[position].stem + ".cam")
-                frames.append(Frame(index=position, rgb=rgbs[position], depth=depths[position], extra=extra))
-            self.sequences.append(FrameSequence(seq, frames))
+                raise ValueError(f"Sintel: sequence {seq!r} has {len(rgbs)} RGB frames in {str(image_folder)!r} but "
+                                 f"{len(depths)} depth files in {str(depth_root / seq)!r}; every frame needs both "
+                                 "(missing pair)")
+            cam_folder = self.root / self.cam_dir / seq
+            cams = cam_folder.is_dir()
+            frames = [Frame(position, rgb, depth, {"cam": cam_folder / f"{depth.stem}.cam"} if cams else {})
+                      for position, (rgb, depth) in enumerate(zip(rgbs, depths))]
+            out.append(FrameSequence(seq, frames))
+        return out
 
-    def read_depth(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-        depth = read_dpt(frame.depth)
-        valid = np.isfinite(depth) & (depth > 0)
-        return np.where(valid, depth, np.float32(0.0)), valid
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_dpt(frame.depth)
 
-    def depth_size(self, frame: Frame) -> tuple[int, int]:
-        return dpt_size(frame.depth)
-
-    def read_camera(self, sequence: FrameSequence, frame: Frame):
-        if "cam" not in frame.extra:
-            return None, None
-        return read_cam(frame.extra["cam"])
+    def read_camera(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return read_cam(frame.files["cam"]) if "cam" in frame.files else (None, None)

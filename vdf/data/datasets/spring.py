@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, pinhole, read_hdf5
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames, pinhole, set_cameras
+from vdf.data.readers import read_hdf5, read_table
 
 SPRING_BASELINE = 0.065
 
 
-class Spring(FrameFolderDataset):
+class Spring(PerFrameDataset):
     """Spring: one item per sequence, named by its folder (``"<split>/<seq>"`` under a split).
 
     Args:
@@ -35,40 +36,32 @@ class Spring(FrameFolderDataset):
 
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "spring"):
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
         dirs = sorted(set(self.root.glob("*/frame_left")) | set(self.root.glob("*/*/frame_left")))
         for image_dir in dirs:
             seq_dir = image_dir.parent
-            rgb = sorted(image_dir.glob("frame_left_*.png"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
-            depth = [seq_dir / "disp1_left" / f"disp1_left_{n:04d}.dsp5" for n in numbers]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"Spring: disparity file {str(d)!r} missing for image {str(r)!r}")
+            frames = numbered_frames(image_dir.glob("frame_left_*.png"),
+                                     lambda _, n: seq_dir / "disp1_left" / f"disp1_left_{n:04d}.dsp5")
             intr_file = seq_dir / "cam_data" / "intrinsics.txt"
             if not intr_file.is_file():
-                raise FileNotFoundError(f"Spring: missing {str(intr_file)!r} (needed for fx to turn disparity into depth)")
-            try:
-                table = np.loadtxt(intr_file, dtype=np.float64, ndmin=2)
-            except ValueError as error:
-                raise ValueError(f"Spring: cannot parse {str(intr_file)!r}: {error}") from error
-            if numbers and (table.shape[1] != 4 or min(numbers) < 1 or len(table) < max(numbers)):
-                raise ValueError(f"Spring: {str(intr_file)!r} has shape {table.shape}; expected one 'fx fy cx cy' "
-                                 f"row per frame (>= {max(numbers)} rows)")
-            seq = FrameSequence(seq_dir.relative_to(self.root).as_posix(), rgb, depth, numbers)
-            seq.intrinsics = np.stack([pinhole(*table[n - 1]) for n in numbers]) if numbers else None
-            out.append(seq)
+                raise FileNotFoundError(f"Spring: missing {str(intr_file)!r} "
+                                        "(needed for fx to turn disparity into depth)")
+            table = read_table(intr_file)
+            if frames:
+                numbers = [f.index for f in frames]
+                if table.shape[1] != 4 or min(numbers) < 1 or len(table) < max(numbers):
+                    raise ValueError(f"Spring: {str(intr_file)!r} has shape {table.shape}; expected one 'fx fy cx cy' "
+                                     f"row per frame (>= {max(numbers)} rows)")
+                set_cameras(frames, intrinsics=[pinhole(*table[n - 1]) for n in numbers])
+            out.append(FrameSequence(seq_dir.relative_to(self.root).as_posix(), frames))
         return out
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        disp = read_hdf5(seq.depth[k], "disparity")
-        if disp.ndim != 2:
-            raise ValueError(f"Spring: {str(seq.depth[k])!r} key 'disparity' has shape {disp.shape}, expected (H,W)")
-        disp = disp[::2, ::2]
-        fx = float(seq.intrinsics[k, 0, 0])
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        disp = read_hdf5(frame.depth, "disparity", ndim=2)[::2, ::2]
+        fx = float(frame.intrinsics[0, 0])
         with np.errstate(divide="ignore", invalid="ignore"):
             depth = np.where(np.isfinite(disp) & (disp > 0), fx * SPRING_BASELINE / disp, np.nan)
         return depth.astype(np.float32)

@@ -21,13 +21,9 @@ per-frame poses use ``math`` on Python floats for the same reason.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from vdf.data.datasets.base import VideoDepthDataset
@@ -865,100 +861,3 @@ class SyntheticWorld(VideoDepthDataset):
     def _check_index(self, index: int) -> None:
         if not 0 <= index < self.num_episodes:
             raise IndexError(f"{self.name}: index {index} out of range for {self.num_episodes} items")
-
-
-# --------------------------------------------------------------------------- export
-
-
-_WRITE_CHUNK = 32  # frames rendered and encoded at a time by write_episodes
-
-
-def _video_codec() -> str:
-    import av
-
-    try:
-        av.codec.Codec("libx264", "w")
-        return "libx264"
-    except Exception:  # builds of FFmpeg without GPL codecs
-        return "mpeg4"
-
-
-@contextmanager
-def _atomic_path(path: Path):
-    """Yield a temporary sibling of ``path`` to write; move it onto ``path`` on success, delete it
-    on failure, so that ``path`` is never seen half-written."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_episodes(dataset: VideoDepthDataset, out_dir: str | os.PathLike,
-                   indices: Sequence[int] | None = None, fps: int = 10) -> list[Path]:
-    """Write episodes as ``<out_dir>/<sequence>.mp4`` plus ``<out_dir>/<sequence>_gt.npz``.
-
-    For ``SyntheticWorld`` the sequence name is ``episode_XXXXX``. Video: H.264 (``libx264``, or
-    ``mpeg4`` where FFmpeg lacks it), yuv420p, ``fps`` frames per second. yuv420p needs even sizes,
-    so an odd last row / column is **cropped** from the video and from every ground-truth array
-    alike; K is unchanged by cropping at the bottom/right. The npz holds ``depth`` float32 (T,H,W),
-    ``valid`` bool (T,H,W), ``frame_index`` int64 (T,) and, when the dataset provides them,
-    ``intrinsics`` float32 (T,3,3) and ``cam_to_world`` float32 (T,4,4). Files are written under a
-    temporary name and moved into place, so a reader never sees a partial file.
-
-    Returns the paths of the written mp4 files.
-    """
-    import av
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    codec = _video_codec()
-    written = []
-    for index in range(len(dataset)) if indices is None else indices:
-        index = int(index)
-        T = dataset.sequence_length(index)
-        H, W = dataset.frame_size(index)
-        h, w = H - H % 2, W - W % 2
-        # Rendered and encoded in chunks of frames, so a long episode never sits whole in memory
-        # (only its ground-truth arrays do, at one float per pixel).
-        chunks = (range(s, min(s + _WRITE_CHUNK, T)) for s in range(0, T, _WRITE_CHUNK))
-        first = dataset.load(index, range(min(_WRITE_CHUNK, T)))
-        name = first["meta"]["sequence"]
-        if h == 0 or w == 0:
-            raise ValueError(f"{name}: frames of {H}x{W} are too small for a yuv420p video")
-        gt: dict[str, list[np.ndarray]] = {"depth": [], "valid": [], "frame_index": [], "intrinsics": [], "cam_to_world": []}
-
-        video_path = out_dir / f"{name}.mp4"
-        tmp = out_dir / f".{name}.mp4.tmp{os.getpid()}"
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream(codec, rate=fps)
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": "17", "preset": "medium"}
-            else:
-                stream.bit_rate = 8 * w * h * fps  # ~1 byte per pixel keeps mpeg4 close to lossless
-            for chunk_index, frames_range in enumerate(chunks):
-                sample = first if chunk_index == 0 else dataset.load(index, frames_range)
-                frames = (sample["video"][:, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8)
-                for frame in frames.permute(0, 2, 3, 1).contiguous().numpy():
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                        container.mux(packet)
-                gt["depth"].append(sample["depth"][:, 0, :h, :w].numpy().astype(np.float32))
-                gt["valid"].append(sample["valid"][:, 0, :h, :w].numpy().astype(bool))
-                gt["frame_index"].append(sample["frame_index"].numpy().astype(np.int64))
-                for key in ("intrinsics", "cam_to_world"):
-                    if key in sample:
-                        gt[key].append(sample[key].numpy().astype(np.float32))
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, video_path)
-
-        arrays = {key: np.concatenate(parts) for key, parts in gt.items() if parts}
-        gt_path = out_dir / f"{name}_gt.npz"
-        tmp = out_dir / f".{name}_gt.npz.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, gt_path)
-        written.append(video_path)
-    return written

@@ -20,11 +20,10 @@ NED +x move is a +z move).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, pinhole
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames, pinhole, set_cameras
+from vdf.data.readers import read_npy, read_table
 
 TARTANAIR_K = pinhole(320.0, 320.0, 320.0, 240.0)
 #: columns: OpenCV camera axes expressed in the NED body frame
@@ -50,7 +49,7 @@ def ned_poses_to_opencv(poses: np.ndarray) -> np.ndarray:
     return NED_FROM_CV.T @ t @ NED_FROM_CV
 
 
-class TartanAir(FrameFolderDataset):
+class TartanAir(PerFrameDataset):
     """TartanAir: one item per trajectory, named ``"<env>/<Easy|Hard>/<P00X>"``.
 
     Args:
@@ -63,9 +62,9 @@ class TartanAir(FrameFolderDataset):
 
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "tartanair"):
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
         dirs = sorted(set(self.root.glob("*/*/P*/image_left")) | set(self.root.glob("*/*/*/P*/image_left")))
         for image_dir in dirs:
@@ -73,33 +72,19 @@ class TartanAir(FrameFolderDataset):
             level, env = traj.parent.name, traj.parent.parent.name
             if level not in ("Easy", "Hard"):
                 continue
-            rgb = sorted(image_dir.glob("*_left.png"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
-            depth = [traj / "depth_left" / f"{n:06d}_left_depth.npy" for n in numbers]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"TartanAir: depth file {str(d)!r} missing for image {str(r)!r}")
-            seq = FrameSequence(f"{env}/{level}/{traj.name}", rgb, depth, numbers)
-            seq.intrinsics = np.repeat(TARTANAIR_K[None], len(rgb), 0)
+            depth_dir = traj / "depth_left"
+            frames = numbered_frames(image_dir.glob("*_left.png"), lambda _, n: depth_dir / f"{n:06d}_left_depth.npy")
+            set_cameras(frames, intrinsics=TARTANAIR_K)
             pose_file = traj / "pose_left.txt"
-            if pose_file.is_file():
-                try:
-                    poses = np.loadtxt(pose_file, dtype=np.float64, ndmin=2)
-                except ValueError as error:
-                    raise ValueError(f"TartanAir: cannot parse {str(pose_file)!r}: {error}") from error
-                if poses.shape[1] != 7 or len(poses) <= max(numbers, default=-1):
+            if pose_file.is_file() and frames:
+                poses = read_table(pose_file)
+                last = frames[-1].index
+                if poses.shape[1] != 7 or len(poses) <= last:
                     raise ValueError(f"TartanAir: {str(pose_file)!r} has shape {poses.shape}; expected one "
-                                     f"'tx ty tz qx qy qz qw' row per frame (>= {max(numbers) + 1} rows)")
-                seq.cam_to_world = ned_poses_to_opencv(poses[numbers])
-            out.append(seq)
+                                     f"'tx ty tz qx qy qz qw' row per frame (>= {last + 1} rows)")
+                set_cameras(frames, cam_to_world=ned_poses_to_opencv(poses[[f.index for f in frames]]))
+            out.append(FrameSequence(f"{env}/{level}/{traj.name}", frames))
         return out
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        path: Path = seq.depth[k]
-        try:
-            depth = np.load(path, allow_pickle=False)
-        except Exception as error:
-            raise ValueError(f"TartanAir: cannot read depth {str(path)!r}: {error}") from error
-        if depth.ndim != 2:
-            raise ValueError(f"TartanAir: {str(path)!r} holds shape {depth.shape}, expected (H,W)")
-        return depth.astype(np.float32)
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        return read_npy(frame.depth, ndim=2).astype(np.float32)

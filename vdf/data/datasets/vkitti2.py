@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets._frames import FrameFolderDataset, FrameSequence, frame_number, pinhole, read_png16
+from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames, pinhole, set_cameras
+from vdf.data.readers import read_png16
 
 VKITTI2_SKY = 65535
 
@@ -55,7 +56,7 @@ def _read_table(path: Path, n_values: int) -> dict[tuple[int, int], np.ndarray]:
     return table
 
 
-class VirtualKITTI2(FrameFolderDataset):
+class VirtualKITTI2(PerFrameDataset):
     """Virtual KITTI 2: one item per ``(scene, variation, camera)``, named
     ``"<Scene>/<variation>/Camera_X"``.
 
@@ -69,32 +70,25 @@ class VirtualKITTI2(FrameFolderDataset):
 
     def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
                  size: tuple[int, int] | None = None, name: str = "vkitti2"):
-        super().__init__(root, sequences=sequences, max_depth=max_depth, size=size, name=name)
+        super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
-    def discover(self) -> list[FrameSequence]:
+    def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out = []
         for cam_dir in sorted(self.root.glob("Scene*/*/frames/rgb/Camera_*")):
             variation = cam_dir.parent.parent.parent
-            scene = variation.parent.name
             camera = int(cam_dir.name.split("_")[-1])
-            rgb = sorted(cam_dir.glob("rgb_*.jpg"), key=frame_number)
-            numbers = [frame_number(p) for p in rgb]
             depth_dir = variation / "frames" / "depth" / cam_dir.name
-            depth = [depth_dir / f"depth_{n:05d}.png" for n in numbers]
-            for r, d in zip(rgb, depth):
-                if not d.is_file():
-                    raise FileNotFoundError(f"VirtualKITTI2: depth file {str(d)!r} missing for image {str(r)!r}")
-            seq = FrameSequence(f"{scene}/{variation.name}/{cam_dir.name}", rgb, depth, numbers)
+            frames = numbered_frames(cam_dir.glob("rgb_*.jpg"), lambda _, n: depth_dir / f"depth_{n:05d}.png")
             intr = self._find(variation, "intrinsic.txt")
-            if intr is not None:
+            if intr is not None and frames:
                 table = _read_table(intr, 4)
-                seq.intrinsics = np.stack([pinhole(*self._row(table, intr, n, camera)) for n in numbers])
+                set_cameras(frames, intrinsics=[pinhole(*self._row(table, intr, f.index, camera)) for f in frames])
             extr = self._find(variation, "extrinsic.txt")
-            if extr is not None:
+            if extr is not None and frames:
                 table = _read_table(extr, 16)
-                w2c = np.stack([self._row(table, extr, n, camera).reshape(4, 4) for n in numbers])
-                seq.cam_to_world = np.linalg.inv(w2c)
-            out.append(seq)
+                w2c = np.stack([self._row(table, extr, f.index, camera).reshape(4, 4) for f in frames])
+                set_cameras(frames, cam_to_world=np.linalg.inv(w2c))
+            out.append(FrameSequence(f"{variation.parent.name}/{variation.name}/{cam_dir.name}", frames))
         return out
 
     @staticmethod
@@ -110,8 +104,8 @@ class VirtualKITTI2(FrameFolderDataset):
             raise ValueError(f"VirtualKITTI2: {str(path)!r} has no row for frame {frame} camera {camera}")
         return table[(frame, camera)]
 
-    def read_depth(self, seq: FrameSequence, k: int) -> np.ndarray:
-        raw = read_png16(seq.depth[k])
+    def read_depth(self, frame: Frame) -> np.ndarray:
+        raw = read_png16(frame.depth)
         depth = raw.astype(np.float32) / 100.0
         depth[raw == VKITTI2_SKY] = np.nan  # sky
         return depth

@@ -1,6 +1,6 @@
-"""JSON written atomically, and the run-level ``manifest.json`` of a ``vdf predict`` output folder.
+"""The run-level ``manifest.json`` of a ``vdf predict`` output folder.
 
-Each video of a run has its own ``<name>.json`` (written by ``vdf.inference.outputs``), whose
+Each video of a run has its own ``<name>.json`` (written by `vdf.io.depth.DepthVideoWriter`), whose
 presence means that video's outputs are complete. The run manifest sits beside them and records,
 for every video the run looked at, whether it was predicted (``ok``), failed (``failed``, with the
 error message) or skipped (``skipped``, e.g. already complete from an earlier run), plus the
@@ -9,83 +9,18 @@ run-wide facts the caller passes (model, strategy, timing, ...). See ``docs/pred
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from vdf.io.atomic import write_json_atomic
+
+__all__ = ["RUN_MANIFEST_NAME", "STATUSES", "RunManifest"]
 
 RUN_MANIFEST_NAME = "manifest.json"
 STATUSES = ("ok", "failed", "skipped")
-
-
-def to_jsonable(obj: Any) -> Any:
-    """``obj`` with numpy / torch scalars and arrays, paths, tuples, sets and dataclasses made JSON.
-
-    Non-finite floats become ``None``: strict JSON has no NaN, and a manifest must stay readable by
-    every JSON parser (``jq``, browsers), not only Python's.
-    """
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted((to_jsonable(v) for v in obj), key=repr)
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return to_jsonable(obj.tolist())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if hasattr(obj, "tolist"):  # torch.Tensor, without importing torch here
-        return to_jsonable(obj.tolist())
-    return str(obj)
-
-
-def fsync_dir(path: Path) -> None:
-    # Makes a rename itself durable; not every platform can open a directory, hence best effort.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` so that readers see the old file or the new one.
-
-    The text goes to ``.<file name>.tmp-<pid>`` in the same folder, is fsynced, and is renamed over
-    ``path`` (``os.replace`` is atomic within one filesystem). Values pass through ``to_jsonable``.
-    Returns ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(to_jsonable(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
 
 
 def _now() -> str:
@@ -150,6 +85,7 @@ class RunManifest:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
+        """The file's content (see the class docstring)."""
         return {"format_version": 1, "created": self.created, "updated": _now(), **self.info,
                 "counts": self.counts, "videos": list(self.videos.values())}
 

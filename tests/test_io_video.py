@@ -1,4 +1,5 @@
-"""Streaming video input (`vdf.data.video_io`): every fixture is written here with PyAV only."""
+"""Streaming video input (`vdf.io.inputs`, `vdf.io.video`, `vdf.io.orientation`): every fixture is written
+here with PyAV only."""
 
 from __future__ import annotations
 
@@ -19,19 +20,9 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vdf.data.video_io import (
-    VideoInfo,
-    VideoInputError,
-    VideoSource,
-    _frame_orientation,
-    _pick_video_stream,
-    find_inputs,
-    natural_sort_key,
-    orient_frame,
-    orientation_from_display_matrix,
-    output_name,
-    output_size,
-)
+from vdf.io.inputs import VideoInputError, find_inputs, natural_sort_key, output_name
+from vdf.io.orientation import frame_orientation, orient_frame, orientation_from_display_matrix
+from vdf.io.video import VideoInfo, VideoSource, _pick_video_stream, output_size
 
 # --------------------------------------------------------------------------------------------
 # Fixture writers (PyAV only: CI has no ffmpeg binary)
@@ -297,10 +288,10 @@ class _UnlistableSideData:
 
 def test_orientation_fallbacks():
     # Modern muxers (FFmpeg 8) ignore a "rotate" tag, so this path is tested without a file.
-    assert _frame_orientation(_FakeFrame(), {"rotate": "90"})[:2] == (270, False)  # tag is clockwise
-    assert _frame_orientation(_FakeFrame(), {"rotate": "180"})[:2] == (180, False)
-    assert _frame_orientation(_FakeFrame(), {})[:2] == (0, False)
-    assert _frame_orientation(_UnlistableSideData(), {})[:2] == (270, False)
+    assert frame_orientation(_FakeFrame(), {"rotate": "90"})[:2] == (270, False)  # tag is clockwise
+    assert frame_orientation(_FakeFrame(), {"rotate": "180"})[:2] == (180, False)
+    assert frame_orientation(_FakeFrame(), {})[:2] == (0, False)
+    assert frame_orientation(_UnlistableSideData(), {})[:2] == (270, False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ one by one and never holds the video in memory:
   (``.<name>.disparity-f32.raw.tmp-<pid>``; RGB as uint8 to ``.<name>.rgb-u8.raw.tmp-<pid>`` only
   when the side-by-side video is asked for), and the running min / max are kept. The frame count
   is not known in advance, so the files simply grow.
-- **pass 2** (``finish``): the raw file is memory-mapped and read frame by frame (or in chunks of a
-  few MiB) to write every requested output under a temporary name ``.<final name>.tmp-<pid>``
+- **pass 2** (``finish``): the raw file is read back frame by frame (or in chunks of a few MiB)
+  to write every requested output under a temporary name ``.<final name>.tmp-<pid>``
   (frame folders are built the same way and renamed as a whole), then each is moved into place with
   ``os.replace``, and the per-video manifest ``<name>.json`` is written **last**, atomically: its
   presence means the outputs it lists are complete (``outputs_complete``).
@@ -32,34 +32,33 @@ Outputs of video ``name`` (formats, normalisation and how to map values back: do
 from __future__ import annotations
 
 import array
-import functools
+import json
 import math
 import operator
 import os
-import re
 import shutil
 import warnings
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from vdf.inference.manifest import RUN_MANIFEST_NAME, fsync_dir, write_json_atomic
+from vdf.io.atomic import fsync_dir, fsync_file, remove_path, tmp_base, tmp_name, write_bytes_synced, write_json_atomic
+from vdf.io.codecs import ImageEncoder, encoder_available, video_codec, write_mp4
+from vdf.io.colour import DEPTH_VIDEO_PERCENTILES, colorize_disparity, lookup_table, robust_range
+from vdf.io.manifest import RUN_MANIFEST_NAME
+
+__all__ = ["FLOAT16_MAX", "OUTPUT_KINDS", "PNG16_MAX", "DepthVideoWriter", "OutputOptions", "clean_partial",
+           "output_names", "outputs_complete"]
 
 OUTPUT_KINDS = ("npz", "png16", "exr", "depth_video", "side_by_side")
 PNG16_MAX = 65535
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-DEPTH_VIDEO_PERCENTILES = (2.0, 98.0)
-# The percentiles come from at most this many frames, spread over the video, and this many values in
-# all: enough for a stable 2nd / 98th percentile, small enough to keep pass 2 in constant memory.
-_RANGE_FRAMES = 64
-_RANGE_VALUES = 1 << 18
 _CHUNK_BYTES = 4 << 20  # npz member written in chunks of this size, whatever the video length
-_TMP_SUFFIX = re.compile(r"\.tmp-\d+$")
 _FORMAT_VERSION = 1
 
 
@@ -112,10 +111,6 @@ def _raw_names(name: str) -> tuple[str, str]:
     return f"{name}.disparity-f32.raw", f"{name}.rgb-u8.raw"
 
 
-def _tmp_name(base: str, pid: int | None = None) -> str:
-    return f".{base}.tmp-{os.getpid() if pid is None else pid}"
-
-
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or name in (".", "..") or name.startswith("."):
         raise ValueError(f"invalid video name {name!r}: must be non-empty and not start with '.'")
@@ -123,44 +118,6 @@ def _check_name(name: str) -> None:
         raise ValueError(f"invalid video name {name!r}: must not contain path separators")
     if f"{name}.json" == RUN_MANIFEST_NAME:
         raise ValueError(f"video name {name!r} would collide with the run manifest {RUN_MANIFEST_NAME}")
-
-
-# --------------------------------------------------------------------------- colour
-
-
-@functools.lru_cache(maxsize=16)
-def _lookup_table(colormap: str) -> np.ndarray:
-    """``(256,3)`` uint8 colours of a matplotlib colormap."""
-    import matplotlib
-
-    try:
-        cmap = matplotlib.colormaps[colormap]
-    except KeyError:
-        raise ValueError(f"unknown colormap {colormap!r}; use a matplotlib name such as "
-                         "'Spectral_r', 'turbo' or 'inferno'") from None
-    lut = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
-    return np.round(lut * 255).astype(np.uint8)
-
-
-def colorize_disparity(disparity: np.ndarray | torch.Tensor, lo: float, hi: float,
-                       colormap: str = "Spectral_r") -> np.ndarray:
-    """Colour a disparity map: ``(H,W)`` float -> ``(H,W,3)`` uint8 RGB.
-
-    ``lo`` maps to the first colour of ``colormap``, ``hi`` to the last (256 levels), values outside
-    are clipped; ``hi <= lo`` (a constant video) gives the first colour everywhere. NaN is drawn as ``lo``.
-    """
-    if isinstance(disparity, torch.Tensor):
-        disparity = disparity.detach().cpu().numpy()
-    d = np.asarray(disparity, dtype=np.float64)
-    if d.ndim != 2:
-        raise ValueError(f"disparity must be (H,W), got shape {d.shape}")
-    lut = _lookup_table(colormap)
-    if hi > lo:
-        x = (d - lo) * (255.0 / (hi - lo))
-    else:
-        x = np.zeros_like(d)
-    index = np.clip(np.rint(np.nan_to_num(x, nan=0.0)), 0, 255).astype(np.intp)
-    return lut[index]
 
 
 class _RawFrames:
@@ -204,108 +161,8 @@ class _RawFrames:
         os.close(self._fd)
 
 
-def _robust_range(disparity: np.ndarray | _RawFrames) -> tuple[float, float]:
-    """2nd / 98th percentiles of a regular subsample of ``(T,H,W)`` ``disparity``."""
-    T, H, W = disparity.shape
-    frames = np.unique(np.linspace(0, T - 1, min(T, _RANGE_FRAMES)).round().astype(np.int64))
-    per_frame = max(1, _RANGE_VALUES // len(frames))
-    stride = max(1, math.ceil(math.sqrt(H * W / per_frame)))
-    sample = np.concatenate([np.asarray(disparity[t, ::stride, ::stride], dtype=np.float64).ravel()
-                             for t in frames])
-    lo, hi = np.percentile(sample, DEPTH_VIDEO_PERCENTILES)
-    return float(lo), float(hi)
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-def _encoder_available(codec: str) -> bool:
-    import av
-
-    try:
-        av.codec.Codec(codec, "w")
-        return True
-    except Exception:  # av raises UnknownCodecError (a ValueError) on builds without it
-        return False
-
-
-def _video_codec() -> str:
-    # libx264 where FFmpeg was built with GPL codecs, else the always-present mpeg4.
-    for codec in ("libx264", "mpeg4"):
-        if _encoder_available(codec):
-            return codec
-    raise RuntimeError("this PyAV / FFmpeg build has neither the libx264 nor the mpeg4 encoder")
-
-
-def _video_rate(fps: float) -> Fraction:
-    # 29.97002997 (NTSC as a float) -> 30000/1001; 24.0 -> 24.
-    return Fraction(fps).limit_denominator(1001)
-
-
-def _pad_even(image: np.ndarray) -> np.ndarray:
-    """``(H,W,3)`` -> ``(H+H%2, W+W%2, 3)``, repeating the last row / column (yuv420p needs even sizes)."""
-    h, w = image.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return image
-    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _write_video(path: Path, frames: Iterator[np.ndarray], height: int, width: int, fps: float,
-                 codec: str) -> dict[str, Any]:
-    """Encode ``(H,W,3)`` uint8 RGB frames into an mp4 at ``path``; odd sizes padded (``_pad_even``)."""
-    import av
-
-    h, w = height + height % 2, width + width % 2
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=_video_rate(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "17", "preset": "medium"}
-        else:
-            stream.bit_rate = int(8 * w * h * float(fps))  # ~1 byte/pixel keeps mpeg4 close to lossless
-        for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pad_even(frame)), format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    _fsync_path(path)
-    return {"codec": codec, "height": h, "width": w}
-
-
-def _image_encoder(codec: str, pix_fmt: str, height: int, width: int, options: dict[str, str] | None = None):
-    import av
-
-    ctx = av.CodecContext.create(codec, "w")
-    ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
-    ctx.time_base = Fraction(1, 1)
-    if options:
-        ctx.options = options
-    return ctx
-
-
-def _encode_image(ctx, array_: np.ndarray, pix_fmt: str) -> bytes:
-    import av
-
-    # PNG and EXR are intra-only: one packet per frame, so the context is reused without flushing.
-    packets = ctx.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array_), format=pix_fmt))
-    return b"".join(bytes(p) for p in packets)
-
-
 def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray, key: str = "disparity") -> None:
-    """``<name>.npz`` with ``key`` float16 ``(T,H,W)`` from the float32 memmap, chunk by chunk.
+    """``<name>.npz`` with ``key`` float16 ``(T,H,W)`` from the float32 raw frames, chunk by chunk.
 
     ``np.savez`` would need a float16 copy of the whole video, so the ``.npy`` member is written by
     hand: the ``numpy.lib.format`` header, then the data in chunks of ``_CHUNK_BYTES``, into an
@@ -323,7 +180,7 @@ def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray, key: 
                 del chunk  # else the next chunk is allocated while this one is still alive
         with zf.open("frame_index.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, np.asarray(frame_index, dtype="<i8"), allow_pickle=False)
-    _fsync_path(path)
+    fsync_file(path)
 
 
 def _to_disparity(disparity: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -347,18 +204,6 @@ def _to_rgb_uint8(rgb: torch.Tensor | np.ndarray) -> np.ndarray:
     if rgb.dtype != np.uint8:
         rgb = np.rint(np.clip(np.nan_to_num(rgb.astype(np.float32), nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
     return np.ascontiguousarray(rgb.transpose(1, 2, 0))
-
-
-def _remove(path: Path) -> bool:
-    """Delete a file or a folder tree; True if something was there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-        return True
-    try:
-        path.unlink()
-        return True
-    except FileNotFoundError:
-        return False
 
 
 # --------------------------------------------------------------------------- writer
@@ -404,10 +249,10 @@ class DepthVideoWriter:
         # Every capability is checked now, not after an hour of inference.
         self._colour = self.options.depth_video or self.options.side_by_side
         if self._colour:
-            _lookup_table(self.options.colormap)
-            self._video_codec = _video_codec()
+            lookup_table(self.options.colormap)
+            self._video_codec = video_codec()
         for kind, codec in (("png16", "png"), ("exr", "exr")):
-            if getattr(self.options, kind) and not _encoder_available(codec):
+            if getattr(self.options, kind) and not encoder_available(codec):
                 raise RuntimeError(f"{kind} output requested, but this PyAV / FFmpeg build has no {codec!r} "
                                    "encoder; turn the option off or install a PyAV wheel built with it")
 
@@ -415,8 +260,8 @@ class DepthVideoWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
         raw_disparity, raw_rgb = _raw_names(name)
-        self._disparity_path = self.out_dir / _tmp_name(raw_disparity)
-        self._rgb_path = self.out_dir / _tmp_name(raw_rgb)
+        self._disparity_path = self.out_dir / tmp_name(raw_disparity)
+        self._rgb_path = self.out_dir / tmp_name(raw_rgb)
         self._disparity_file = None
         self._rgb_file = None
         self._frame_index = array.array("q")  # 8 bytes a frame, not a Python list of ints
@@ -533,8 +378,8 @@ class DepthVideoWriter:
         written: list[tuple[str, Path]] = []
 
         def temp_for(kind: str) -> Path:
-            path = self.out_dir / _tmp_name(names[kind])
-            _remove(path)  # a leftover of a killed process that had our pid
+            path = self.out_dir / tmp_name(names[kind])
+            remove_path(path)  # a leftover of a killed process that had our pid
             self._temps.append(path)
             written.append((kind, path))
             return path
@@ -557,7 +402,7 @@ class DepthVideoWriter:
             self._write_frames(temp_for("exr"), ".exr", disparity, frame_index, "exr", "grayf32le",
                                lambda d: np.asarray(d, dtype=np.float32), {"compression": "zip16"})
         if self._colour:
-            lo, hi = _robust_range(disparity)
+            lo, hi = robust_range(disparity)
             normalisation["colour"] = {
                 "lo": lo, "hi": hi, "method": "percentiles 2 and 98 of a subsample of the video",
                 "percentiles": list(DEPTH_VIDEO_PERCENTILES), "colormap": self.options.colormap}
@@ -571,16 +416,15 @@ class DepthVideoWriter:
                     return colorize_disparity(disparity[t], lo, hi, cmap)
             if self.options.depth_video:
                 frames = (colour(t) for t in range(T))
-                details["depth_video"] = _write_video(temp_for("depth_video"), frames, H, W, self.fps,
-                                                      self._video_codec)
+                details["depth_video"] = self._write_video(temp_for("depth_video"), frames, H, W)
             if self.options.side_by_side:
                 frames = (np.concatenate([rgb[t], colour(t)], axis=1) for t in range(T))
-                details["side_by_side"] = _write_video(temp_for("side_by_side"), frames, H, 2 * W, self.fps,
-                                                       self._video_codec)
+                details["side_by_side"] = self._write_video(temp_for("side_by_side"), frames, H, 2 * W)
         return written, normalisation, details
 
     def _publish(self, written: list[tuple[str, Path]], normalisation: dict[str, Any],
-                 details: dict[str, dict[str, Any]], frame_index: np.ndarray, manifest: dict[str, Any]) -> dict[str, str]:
+                 details: dict[str, dict[str, Any]], frame_index: np.ndarray,
+                 manifest: dict[str, Any]) -> dict[str, str]:
         """Move the outputs into place, then write the manifest that marks them complete."""
         T, (H, W) = len(frame_index), self._shape
         names = output_names(self.name)
@@ -601,7 +445,7 @@ class DepthVideoWriter:
         manifest_path.unlink(missing_ok=True)
         for kind in OUTPUT_KINDS:
             if kind not in self.kinds:
-                _remove(self.out_dir / names[kind])
+                remove_path(self.out_dir / names[kind])
         for kind, path in written:
             final = self.out_dir / names[kind]
             if final.is_dir() and not final.is_symlink():
@@ -637,11 +481,16 @@ class DepthVideoWriter:
         """One image per frame, ``<frame_index:06d><suffix>``, into ``folder`` (renamed as a whole later)."""
         folder.mkdir()
         T, H, W = disparity.shape
-        ctx = _image_encoder(codec, pix_fmt, H, W, options)
+        encoder = ImageEncoder(codec, pix_fmt, H, W, options)
         for t in range(T):
-            data = _encode_image(ctx, convert(disparity[t]), pix_fmt)
-            _fsync_write(folder / f"{int(frame_index[t]):06d}{suffix}", data)
+            write_bytes_synced(folder / f"{int(frame_index[t]):06d}{suffix}", encoder.encode(convert(disparity[t])))
         fsync_dir(folder)
+
+    def _write_video(self, path: Path, frames: Iterator[np.ndarray], height: int, width: int) -> dict[str, Any]:
+        """Encode ``(height, width, 3)`` uint8 frames into the mp4 ``path``, fsynced; returns its stream facts."""
+        details = write_mp4(path, frames, height, width, self.fps, self._video_codec)
+        fsync_file(path)
+        return details
 
     # ------------------------------------------------------------------ cleanup
 
@@ -661,7 +510,7 @@ class DepthVideoWriter:
         self._close_raw()
         self._remove_raw()
         for path in self._temps:
-            _remove(path)
+            remove_path(path)
         self._temps.clear()
         self._state = "aborted"
 
@@ -688,8 +537,6 @@ class DepthVideoWriter:
 
 
 def _read_manifest(out_dir: Path, name: str) -> dict[str, Any] | None:
-    import json
-
     try:
         manifest = json.loads((out_dir / output_names(name)["manifest"]).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -741,9 +588,8 @@ def clean_partial(out_dir: str | os.PathLike, name: str) -> list[Path]:
     bases = set(names.values()) | set(_raw_names(name))
     removed = []
     for entry in sorted(os.listdir(out_dir)):
-        match = _TMP_SUFFIX.search(entry)
-        if entry.startswith(".") and match and entry[1:match.start()] in bases:
-            if _remove(out_dir / entry):
+        if tmp_base(entry) in bases:
+            if remove_path(out_dir / entry):
                 removed.append(out_dir / entry)
     if outputs_complete(out_dir, name):
         listed = {e["kind"] for e in _read_manifest(out_dir, name)["outputs"]}
@@ -753,6 +599,6 @@ def clean_partial(out_dir: str | os.PathLike, name: str) -> list[Path]:
     for base in stale:
         path = out_dir / base
         if path.exists() or path.is_symlink():
-            _remove(path)
+            remove_path(path)
             removed.append(path)
     return removed

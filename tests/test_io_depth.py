@@ -1,4 +1,4 @@
-"""vdf.inference.outputs / manifest: streamed depth outputs, written atomically, resumable."""
+"""vdf.io.depth: streamed depth outputs, written atomically, resumable."""
 
 import json
 import os
@@ -13,20 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from vdf.inference import outputs as outputs_module
-from vdf.inference.manifest import RUN_MANIFEST_NAME, RunManifest, write_json_atomic
-from vdf.inference.outputs import (
-    DepthVideoWriter,
-    OutputOptions,
-    clean_partial,
-    colorize_disparity,
-    output_names,
-    outputs_complete,
-)
+from vdf.io import depth as depth_module
+from vdf.io.codecs import encoder_available
+from vdf.io.colour import colorize_disparity, lookup_table
+from vdf.io.depth import DepthVideoWriter, OutputOptions, clean_partial, output_names, outputs_complete
+from vdf.io.manifest import RUN_MANIFEST_NAME
 
 T, H, W = 37, 33, 50  # odd H on purpose: yuv420p needs padding
 FRAME_INDEX = [5 + 3 * t for t in range(T)]  # a stride-3 run starting at frame 5
-HAS_EXR = outputs_module._encoder_available("exr")
+HAS_EXR = encoder_available("exr")
 
 
 def make_disparity(t: int) -> np.ndarray:
@@ -61,7 +56,7 @@ def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("pred")
     # Small chunks so that the hand-written npz member is assembled from several, with a short tail.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(outputs_module, "_CHUNK_BYTES", H * W * 2 * 5)
+        mp.setattr(depth_module, "_CHUNK_BYTES", H * W * 2 * 5)
         paths = write_video(out)
     manifest = json.loads((out / "clip.json").read_text())
     return out, paths, manifest
@@ -108,7 +103,8 @@ def test_png16_decodes_and_maps_back_with_the_manifest_range(written):
     assert listing(folder) == [f"{i:06d}.png" for i in FRAME_INDEX]
     norm = manifest["normalisation"]["png16"]
     everything = np.stack([make_disparity(t) for t in range(T)])
-    assert norm["min"] == pytest.approx(float(everything.min())) and norm["max"] == pytest.approx(float(everything.max()))
+    assert norm["min"] == pytest.approx(float(everything.min()))
+    assert norm["max"] == pytest.approx(float(everything.max()))
     step = (norm["max"] - norm["min"]) / 65535
     seen_min, seen_max = 65535, 0
     for t, index in enumerate(FRAME_INDEX):
@@ -152,7 +148,7 @@ def test_depth_video_has_every_frame_padded_and_colours_follow_disparity(written
     everything = np.stack([make_disparity(t) for t in range(T)])
     assert lo == pytest.approx(np.percentile(everything, 2), rel=1e-3)
     assert hi == pytest.approx(np.percentile(everything, 98), rel=1e-3)
-    lut = outputs_module._lookup_table(colour["colormap"]).astype(np.float32)
+    lut = lookup_table(colour["colormap"]).astype(np.float32)
     for t in (0, 20, T - 1):
         decoded = frames[t].astype(np.float32)
         d = make_disparity(t)
@@ -261,7 +257,7 @@ def test_failure_inside_finish_leaves_nothing_and_keeps_an_earlier_complete_run(
         raise OSError("disk full")
 
     # The npz and the PNG folder are already written under temp names when the video fails.
-    monkeypatch.setattr(outputs_module, "_write_video", broken)
+    monkeypatch.setattr(depth_module, "write_mp4", broken)
     with pytest.raises(OSError, match="disk full"):
         write_video(tmp_path, options=OutputOptions(npz=True, png16=True, depth_video=True))
     assert {p: (tmp_path / p).read_bytes() for p in listing(tmp_path)} == before
@@ -333,7 +329,7 @@ def test_clean_partial_after_a_failed_replace(tmp_path, monkeypatch):
         calls.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr(outputs_module.os, "replace", replace_once)
+    monkeypatch.setattr(depth_module.os, "replace", replace_once)
     with pytest.raises(KeyboardInterrupt):
         write_video(tmp_path, options=OutputOptions(npz=True, png16=True, depth_video=False), frames=3)
     monkeypatch.undo()
@@ -411,53 +407,10 @@ def test_invalid_input_is_rejected(tmp_path):
 
 
 def test_colorize_disparity():
-    lut = outputs_module._lookup_table("turbo")
+    lut = lookup_table("turbo")
     d = np.array([[0.0, 1.0, 2.0, 3.0]], dtype=np.float32)
     rgb = colorize_disparity(d, 1.0, 2.0, "turbo")
     assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[0], lut[[0, 0, 255, 255]])  # ends, and clipping beyond them
     np.testing.assert_array_equal(colorize_disparity(torch.full((2, 2), 5.0), 5.0, 5.0, "turbo"),
                                   np.broadcast_to(lut[0], (2, 2, 3)))
-
-
-# --------------------------------------------------------------------------- run manifest
-
-
-def test_write_json_atomic(tmp_path):
-    path = write_json_atomic(tmp_path / "sub" / "a.json",
-                             {"p": Path("/x"), "n": np.float32(1.5), "a": np.arange(3), "t": torch.tensor([1, 2]),
-                              "nan": float("nan"), "tuple": (1, 2)})
-    assert json.loads(path.read_text()) == {"p": "/x", "n": 1.5, "a": [0, 1, 2], "t": [1, 2], "nan": None,
-                                            "tuple": [1, 2]}
-    assert listing(tmp_path / "sub") == ["a.json"]
-    with pytest.raises(TypeError):
-        write_json_atomic(tmp_path / "sub" / "a.json", {"bad": _Unserialisable()})
-    assert json.loads(path.read_text())["p"] == "/x"  # the old file survives a failed write
-    assert listing(tmp_path / "sub") == ["a.json"]
-
-
-class _Unserialisable:
-    def __str__(self):
-        raise TypeError("cannot be written")
-
-
-def test_run_manifest_records_and_resumes(tmp_path):
-    run = RunManifest(tmp_path, {"model": "dav2", "strategy": "per_frame"})
-    run.add_result("a", "ok", {"frames": 10, "timing": {"total_s": 2.0}})
-    run.add_result("b", "failed", {"error": "cannot decode"})
-    data = json.loads((tmp_path / RUN_MANIFEST_NAME).read_text())  # autosaved
-    assert data["model"] == "dav2" and data["counts"] == {"ok": 1, "failed": 1, "skipped": 0}
-    assert [(v["name"], v["status"]) for v in data["videos"]] == [("a", "ok"), ("b", "failed")]
-    assert data["videos"][1]["error"] == "cannot decode"
-    with pytest.raises(ValueError, match="status"):
-        run.add_result("c", "done")
-
-    resumed = RunManifest(tmp_path, {"model": "dav2"})
-    resumed.add_result("a", "skipped", {"reason": "complete"})
-    resumed.add_result("b", "ok")
-    data = json.loads(resumed.save().read_text())
-    assert data["counts"] == {"ok": 1, "failed": 0, "skipped": 1}
-    assert {v["name"]: v["status"] for v in data["videos"]} == {"a": "skipped", "b": "ok"}
-    assert "error" not in data["videos"][-1]
-    assert RunManifest(tmp_path, resume=False).videos == {}
-    assert listing(tmp_path) == [RUN_MANIFEST_NAME]
