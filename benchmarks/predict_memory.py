@@ -28,10 +28,11 @@ def worker(config_file: str, input_dir: str, output_dir: str, strategy: str | No
     """Run ``vdf predict`` in this process and print its peak RSS in bytes."""
     from vdf.cli import main
 
-    args = ["predict", "--config", config_file, "--input", input_dir, "--output", output_dir, "--overwrite", "true",
+    configs = [x for path in config_file.split("+") for x in ("--config", path)]  # recipes joined by +
+    args = ["predict", *configs, "--input", input_dir, "--output", output_dir, "--overwrite", "true",
             "--writer.progress", "false", "--trainer.enable_progress_bar", "false"]
     if strategy:
-        args += ["--model.init_args.strategy", strategy]
+        args += ["--model.init_args.predictor.init_args.strategy", strategy]
     main(args)
     print(json.dumps({"peak_rss_bytes": _peak_rss_bytes()}))
 
@@ -55,7 +56,7 @@ def run(
     lengths: list[int] = [100, 1000],  # noqa: B006
     height: int = 256,
     width: int = 384,
-    model_config: str = str(ROOT / "configs" / "tiny" / "dav2.yaml"),
+    model_config: str = f"{ROOT / 'configs' / 'dav2.yaml'}+{ROOT / 'configs' / 'tiny' / 'dav2.yaml'}",
     strategy: str | None = None,
     workdir: str | None = None,
 ) -> dict:

@@ -1,6 +1,6 @@
 """Depth jumps at window seams: `SegmentStitching` against `IndependentWindows`, one model, one run.
 
-Trains the tiny DepthCrafter (``configs/tiny/depthcrafter_stage1.yaml``) on the synthetic world
+Trains the tiny DepthCrafter (``configs/depthcrafter.yaml`` + ``depthcrafter/stage1.yaml`` + ``tiny/depthcrafter.yaml``) on the synthetic world
 (or loads ``--ckpt``), then runs long synthetic videos through each strategy with the same window
 and overlap. Each prediction gets the protocol's single disparity alignment to ground truth for
 the whole video; the error of a frame transition ``t-1 -> t`` is the mean absolute difference
@@ -30,7 +30,7 @@ from vdf.metrics import evaluate_sequence
 from vdf.metrics.protocol import align_disparity
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny" / "depthcrafter_stage1.yaml")
+TINY = [str(ROOT / "configs" / f) for f in ("depthcrafter.yaml", "depthcrafter/stage1.yaml", "tiny/depthcrafter.yaml")]
 
 
 def seam_transitions(length: int, window: int, overlap: int) -> list[int]:
@@ -72,12 +72,12 @@ def tiny_model(root: str, epochs: int, ckpt: str | None):
     from vdf.cli import main
 
     steps = 0 if ckpt else epochs * 8
-    cli = main(["fit", "--config", TINY, f"--trainer.max_epochs={epochs}", "--trainer.limit_train_batches=8",
+    cli = main(["fit", *[x for c in TINY for x in ("--config", c)], f"--trainer.max_epochs={epochs}", "--trainer.limit_train_batches=8",
                 f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
                 f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"])
     if ckpt:
         cli.model.load_weights(ckpt)
-    return cli.model.eval(), ckpt or cli.trainer.checkpoint_callback.last_model_path
+    return cli.model.predictor.eval(), ckpt or cli.trainer.checkpoint_callback.last_model_path
 
 
 def run(

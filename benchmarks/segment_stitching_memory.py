@@ -1,6 +1,6 @@
 """Peak memory of `SegmentStitching` against video length (it should not grow).
 
-The tiny DepthCrafter (``configs/tiny/depthcrafter.yaml``, random weights: memory does not depend
+The tiny DepthCrafter (``configs/depthcrafter.yaml`` with ``configs/tiny/depthcrafter.yaml``, random weights: memory does not depend
 on them) streams synthetic videos of increasing length through ``SegmentStitching`` with
 DepthCrafter's window/overlap ratio. Each length runs in its own worker process through
 ``vdf bench``'s measurement (peak resident memory above the level before warm-up). For contrast, the
@@ -20,7 +20,7 @@ from jsonargparse import CLI
 from vdf.bench import BenchSettings, _specs, measure
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = str(ROOT / "configs" / "tiny" / "depthcrafter.yaml")
+CONFIG = str(ROOT / "configs" / "depthcrafter.yaml")
 
 
 def run(lengths: list[int] = [40, 160, 640], height: int = 64, width: int = 96, window: int = 22,  # noqa: B006
@@ -33,7 +33,7 @@ def run(lengths: list[int] = [40, 160, 640], height: int = 64, width: int = 96, 
         if length <= whole_clip_up_to:
             strategies["one clip"] = f"{{class_path: vdf.inference.IndependentWindows, init_args: {{window: {length}}}}}"
         for name, strategy in strategies.items():
-            result = measure(_specs([CONFIG], [strategy], [name]), settings, isolate=True)[0]
+            result = measure(_specs([CONFIG], [strategy], [name], tiny=True), settings, isolate=True)[0]
             rows.append({"strategy": name, "frames": length, "peak_memory_mb": result.peak_memory_mb,
                          "fps": result.fps, "memory_kind": result.memory_kind})
     base = {r["strategy"]: r["peak_memory_mb"] for r in rows if r["frames"] == lengths[0]}

@@ -5,13 +5,14 @@ import os
 
 import pytest
 
-from vdf.bench import BenchSettings, build_model, _current_rss, _reset_peak_rss, _status_kb, main
+from vdf.bench import BenchSettings, _current_rss, _reset_peak_rss, _status_kb, build_model, main
 from vdf.cli import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAV2 = os.path.join(ROOT, "configs", "tiny", "dav2.yaml")
-FLASH_S = os.path.join(ROOT, "configs", "tiny", "flashdepth_s.yaml")
-SMALL = ["--height", "28", "--width", "42", "--frames", "5", "--warmup", "2", "--repeats", "2"]
+DAV2 = os.path.join(ROOT, "configs", "dav2.yaml")
+# A recipe and its overlay, joined by "+": FlashDepth-S.
+FLASH_S = "+".join(os.path.join(ROOT, "configs", p) for p in ("flashdepth.yaml", "flashdepth/s.yaml"))
+SMALL = ["--height", "28", "--width", "42", "--frames", "5", "--warmup", "2", "--repeats", "2", "--tiny"]
 
 
 def test_side_by_side_in_process_writes_json(tmp_path, capsys):
@@ -30,6 +31,7 @@ def test_side_by_side_in_process_writes_json(tmp_path, capsys):
     assert second["fps_ratio"] == pytest.approx(second["fps"] / first["fps"])
     table = capsys.readouterr().out
     assert "| dav2 | PerFrame |" in table and "| flashdepth_s | Streaming |" in table
+    assert "tiny" in data["results"][1]["config"], "--tiny adds the family's tiny overlay"
 
 
 def test_strategy_override_per_config(tmp_path):
@@ -80,13 +82,13 @@ def test_peak_rss_counter_resets():
 
 
 def test_weight_files_are_ignored_by_default():
-    from vdf.bench import weight_file_overrides
-
     import yaml
+
+    from vdf.bench import weight_file_overrides
 
     flag, extra = weight_file_overrides([os.path.join(ROOT, "configs", "flashdepth.yaml")])
     assert flag == "--config"
-    nulls = yaml.safe_load(extra)["model"]["init_args"]
+    nulls = yaml.safe_load(extra)["model"]["init_args"]["predictor"]["init_args"]
     assert nulls["net"]["init_args"] == {"student_weights": None, "teacher_weights": None}
     assert "gradient_checkpointing" not in nulls, "flags are not weight files"
     model = build_model(["--config", os.path.join(ROOT, "configs", "dav2.yaml"),

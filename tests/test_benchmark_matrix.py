@@ -1,6 +1,6 @@
 """`vdf test`: every family x every data config, on fakes in each benchmark's layout at its native size.
 
-Each family runs at its own resolution rule (`vdf.inference.resolution`) and its prediction is
+Each family runs at its own resolution rule (`vdf.predictors.resolution`) and its prediction is
 scored at the ground truth's size; a rule that honours protocol sizes runs a benchmark at its fixed
 inference size.
 """
@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from vdf.cli import main
+from vdf.cli import main, tiny_configs
 from vdf.data.datasets.bonn import BONN_SEQUENCES
 from vdf.data.datasets.kitti import KITTI_VAL_DRIVES
 
@@ -134,7 +134,9 @@ def test_every_family_tests_on_every_data_config(family, benchmark_root, tmp_pat
         return out
 
     monkeypatch.setattr(VideoDepthTask, "_eval_step", recording)
-    cli = main(["test", "--config", str(ROOT / "configs/tiny" / f"{family}.yaml"), "--config", str(config),
+    recipe = tiny_configs([str(ROOT / "configs" / f"{family}.yaml")])  # the family base, then its tiny overlay
+    assert len(recipe) == 2
+    cli = main(["test", *[x for c in recipe for x in ("--config", c)], "--config", str(config),
                 "--trainer.limit_test_batches", "1", "--trainer.logger", "false"])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     names = cli.datamodule.dataset_names("test")
@@ -148,20 +150,21 @@ def test_every_family_tests_on_every_data_config(family, benchmark_root, tmp_pat
 
 def test_a_rule_with_protocol_sizes_runs_the_benchmark_at_its_fixed_size(benchmark_root, monkeypatch):
     monkeypatch.chdir(benchmark_root)
-    from vdf.tasks.frame_depth import FrameDepthTask
+    from vdf.predictors.frame import FramePredictor
 
     sizes = []
-    forward = FrameDepthTask.forward
+    clip = FramePredictor.clip
 
-    def recording(self, video):
+    def recording(self, video, frame_index=None):
         sizes.append(tuple(video.shape[-2:]))
-        return forward(self, video)
+        return clip(self, video, frame_index)
 
-    monkeypatch.setattr(FrameDepthTask, "forward", recording)
-    rule = ('{"class_path": "vdf.inference.resolution.RoundToMultiple", '
+    monkeypatch.setattr(FramePredictor, "clip", recording)
+    rule = ('{"class_path": "vdf.predictors.resolution.RoundToMultiple", '
             '"init_args": {"max_size": 1024, "multiple": 64, "protocol_sizes": true}}')
-    main(["test", "--config", str(ROOT / "configs/tiny/dav2.yaml"), "--config", str(ROOT / "configs/data/sintel.yaml"),
-          "--model.init_args.resolution", rule, "--data.eval_num_frames", "2", "--trainer.limit_test_batches", "1",
+    main(["test", "--config", str(ROOT / "configs/dav2.yaml"), "--config", str(ROOT / "configs/tiny/dav2.yaml"),
+          "--config", str(ROOT / "configs/data/sintel.yaml"),
+          "--model.init_args.predictor.init_args.resolution", rule, "--data.eval_num_frames", "2", "--trainer.limit_test_batches", "1",
           "--trainer.logger", "false"])
     # DepthCrafter's benchmark size for Sintel (436x1024 frames run at 448x1024).
     assert sizes and set(sizes) == {(448, 1024)}

@@ -5,14 +5,15 @@ import os
 
 import pytest
 import torch
-import yaml
 
+from vdf.cli import merge_configs, tiny_configs
 from vdf.diffusion import EDM, DepthMinMax, FlowMatching, LogNormalSigma
 from vdf.diffusion.sampler import EulerSampler, ScaledSampleEulerSampler
 from vdf.inference import SlidingWindowContext
 from vdf.inference.sliding_context import window_schedule
+from vdf.models.svd import SVDVAE, CLIPFrameEmbedder, SVDCondition, SVDDepthDenoiser, SVDUNet
 from vdf.models.weights import StateDictMismatchError
-from vdf.models.svd import CLIPFrameEmbedder, SVDCondition, SVDDepthDenoiser, SVDUNet, SVDVAE
+from vdf.predictors import LatentDiffusionPredictor
 from vdf.tasks import LatentDiffusionTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,8 +21,8 @@ UNET_SIZES = dict(block_out_channels=(32, 64), layers_per_block=1, num_attention
                   cross_attention_dim=32, addition_time_embed_dim=8)
 
 
-def tiny_chronodepth(seed: int = 0, **task_args) -> LatentDiffusionTask:
-    """ChronoDepth's conventions on a tiny random SVD (as configs/tiny/chronodepth*.yaml)."""
+def chronodepth_predictor(seed: int = 0, **predictor_args) -> LatentDiffusionPredictor:
+    """ChronoDepth's conventions on a tiny random SVD (as configs/tiny/chronodepth.yaml)."""
     torch.manual_seed(seed)
     denoiser = SVDDepthDenoiser(
         unet=SVDUNet(**UNET_SIZES),
@@ -32,10 +33,14 @@ def tiny_chronodepth(seed: int = 0, **task_args) -> LatentDiffusionTask:
         video_first=True, video_latent_sample=True, video_latent_scaled=True, noise_aug_strength=0.0,
         fps_id=6, motion_bucket_id=127, noise_aug_id=0.0, clamp_channels=False,
     )
-    args = dict(objective=EDM(sigma_sampler=LogNormalSigma(0.7, 1.6)), normalization=DepthMinMax(),
-                per_frame_levels=True, steps=2)
-    args.update(task_args)
-    return LatentDiffusionTask(denoiser, **args).eval()
+    args = dict(objective=EDM(sigma_sampler=LogNormalSigma(0.7, 1.6)), normalization=DepthMinMax(), steps=2)
+    args.update(predictor_args)
+    return LatentDiffusionPredictor(denoiser, **args).eval()
+
+
+def tiny_chronodepth(seed: int = 0, per_frame_levels: bool = True, **predictor_args) -> LatentDiffusionTask:
+    """The training task around `chronodepth_predictor` (ChronoDepth: one σ per frame)."""
+    return LatentDiffusionTask(chronodepth_predictor(seed, **predictor_args), per_frame_levels=per_frame_levels).eval()
 
 
 def frames(n: int, h: int = 16, w: int = 16, seed: int = 0) -> list[torch.Tensor]:
@@ -43,15 +48,15 @@ def frames(n: int, h: int = 16, w: int = 16, seed: int = 0) -> list[torch.Tensor
     return [torch.rand(3, h, w, generator=g) for _ in range(n)]
 
 
-def spy_unet(task: LatentDiffusionTask, record: list, arg: str = "timestep") -> None:
-    """Record the ``sample`` or ``timestep`` argument of every call of the task's `SVDUNet`."""
-    forward = task.denoiser.unet.forward
+def spy_unet(predictor: LatentDiffusionPredictor, record: list, arg: str = "timestep") -> None:
+    """Record the ``sample`` or ``timestep`` argument of every call of the predictor's `SVDUNet`."""
+    forward = predictor.denoiser.unet.forward
 
     def spy(sample, timestep, *args, **kwargs):
         record.append(timestep if arg == "timestep" else sample)
         return forward(sample, timestep, *args, **kwargs)
 
-    task.denoiser.unet.forward = spy
+    predictor.denoiser.unet.forward = spy
 
 
 # -- training: one σ per frame reaches the UNet -------------------------------------------------
@@ -60,16 +65,16 @@ def spy_unet(task: LatentDiffusionTask, record: list, arg: str = "timestep") -> 
 def test_per_frame_sigma_reaches_the_unet_per_frame():
     task = tiny_chronodepth().train()
     levels, timesteps, projected = [], [], []
-    sample_levels = task.objective.sample_levels
+    sample_levels = task.predictor.objective.sample_levels
 
     def spy_levels(shape, **kwargs):
         out = sample_levels(shape, **kwargs)
         levels.append(out)
         return out
 
-    task.objective.sample_levels = spy_levels
-    spy_unet(task, timesteps)
-    task.denoiser.unet.unet.time_proj.register_forward_hook(lambda m, args, out: projected.append(args[0]))
+    task.predictor.objective.sample_levels = spy_levels
+    spy_unet(task.predictor, timesteps)
+    task.predictor.denoiser.unet.unet.time_proj.register_forward_hook(lambda m, args, out: projected.append(args[0]))
 
     b, t = 2, 4
     depth = torch.rand(b, t, 1, 16, 16) * 10 + 1
@@ -86,33 +91,33 @@ def test_per_frame_sigma_reaches_the_unet_per_frame():
 def test_clip_levels_without_per_frame_levels_are_shared_by_the_frames():
     task = tiny_chronodepth(per_frame_levels=False).train()
     timesteps = []
-    spy_unet(task, timesteps)
+    spy_unet(task.predictor, timesteps)
     depth = torch.rand(1, 3, 1, 16, 16) + 1
     task.training_loss({"video": torch.rand(1, 3, 3, 16, 16), "depth": depth, "valid": depth > 0})
     assert len(set(timesteps[0].flatten().tolist())) == 1
 
 
 def test_chronodepth_conventions_black_frame_clip_rgb_first():
-    task = tiny_chronodepth()
+    predictor = chronodepth_predictor()
     video = torch.rand(1, 2, 3, 16, 16)
-    cond = task.condition(video, torch.Generator().manual_seed(0))
-    black = task.denoiser.image_encoder.encoder(
-        pixel_values=task.denoiser.image_encoder.preprocess(torch.zeros(1, 3, 16, 16))).image_embeds
+    cond = predictor.condition(video, torch.Generator().manual_seed(0))
+    black = predictor.denoiser.image_encoder.encoder(
+        pixel_values=predictor.denoiser.image_encoder.preprocess(torch.zeros(1, 3, 16, 16))).image_embeds
     assert torch.allclose(cond.embeddings[0, 0, 0], black[0], atol=1e-5)
     assert torch.allclose(cond.embeddings[0, 1], cond.embeddings[0, 0])
     assert cond.added_time_ids.tolist() == [[6.0, 127.0, 0.0]]
     seen = []
-    spy_unet(task, seen, arg="sample")
-    task.denoiser(torch.zeros(1, 2, 4, 8, 8), torch.zeros(1, 2), cond)
+    spy_unet(predictor, seen, arg="sample")
+    predictor.denoiser(torch.zeros(1, 2, 4, 8, 8), torch.zeros(1, 2), cond)
     assert torch.equal(seen[0][:, :, :4], cond.video_latents)  # RGB latents first
 
 
 def test_tiny_chronodepth_overfits_one_batch():
     task = tiny_chronodepth(seed=1).train()
-    task.denoiser.unet.requires_grad_(True)
+    task.predictor.denoiser.unet.requires_grad_(True)
     depth = torch.rand(1, 2, 1, 16, 16) * 5 + 1
     batch = {"video": torch.rand(1, 2, 3, 16, 16), "depth": depth, "valid": depth > 0}
-    opt = torch.optim.Adam(task.denoiser.unet.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(task.predictor.denoiser.unet.parameters(), lr=2e-3)
 
     def fixed_loss():
         torch.manual_seed(123)
@@ -286,7 +291,7 @@ def test_context_frames_are_final_latents_held_fixed_and_shown_at_context_level(
     context_timestep = float(model.objective.timestep(torch.tensor(model.objective.context_level)))
     assert context_timestep == pytest.approx(-4.0)  # ChronoDepth's sigma_epsilon
     sigmas = model.objective.schedule(3)[:-1]
-    for k, call in enumerate(model.calls):
+    for call in model.calls:
         n_ctx = 0 if call["fixed"] is None else int(call["fixed"].sum())
         for j, f in enumerate(call["frames"][:n_ctx]):
             # the clean latents an earlier window produced, unchanged in and out
@@ -329,21 +334,21 @@ def test_one_output_per_input_frame(n):
 
 
 @pytest.mark.parametrize("n", [1, 11])
-def test_one_output_per_input_frame_on_the_tiny_model(n, shared_task):
-    out = list(SlidingWindowContext(10, 5)(shared_task, frames(n)))
+def test_one_output_per_input_frame_on_the_tiny_model(n, shared_predictor):
+    out = list(SlidingWindowContext(10, 5)(shared_predictor, frames(n)))
     assert len(out) == n and all(o.shape == (1, 16, 16) for o in out)
     assert all(torch.isfinite(o).all() for o in out)
 
 
 @pytest.fixture(scope="module")
-def shared_task():
-    return tiny_chronodepth(seed=2)
+def shared_predictor():
+    return chronodepth_predictor(seed=2)
 
 
-def test_a_single_window_equals_the_plain_clip_forward(shared_task):
+def test_a_single_window_equals_the_plain_clip_forward(shared_predictor):
     video = torch.stack(frames(6, seed=3))
-    expected = shared_task(video[None])[0]
-    got = torch.stack(list(SlidingWindowContext(10, 5)(shared_task, iter(video))))
+    expected = shared_predictor.clip(video[None])[0]
+    got = torch.stack(list(SlidingWindowContext(10, 5)(shared_predictor, iter(video))))
     assert torch.allclose(got, expected, atol=1e-6)
 
 
@@ -396,35 +401,59 @@ def test_svd_unet_loads_a_save_pretrained_folder_strictly(tmp_path):
 # -- configs: the full recipes and their tiny twins agree on ChronoDepth's conventions ------------
 
 
-def _load(name):
-    with open(os.path.join(ROOT, "configs", name)) as f:
-        return yaml.safe_load(f)
+RECIPES = {  # the recipe's config files (base, then the stage overlay)
+    "stage1": ["chronodepth.yaml", "chronodepth/stage1.yaml"],
+    "stage2": ["chronodepth.yaml", "chronodepth/stage2.yaml"],
+    "inference": ["chronodepth.yaml"],
+}
 
 
-@pytest.mark.parametrize("name", ["chronodepth_stage1.yaml", "chronodepth_stage2.yaml", "chronodepth.yaml"])
+def _load(names):
+    """The recipe ``names`` layered in order, and its tiny twin (the recipe with the tiny overlay)."""
+    paths = [os.path.join(ROOT, "configs", name) for name in names]
+    tiny_paths = tiny_configs(paths)
+    assert tiny_paths == paths + [os.path.join(ROOT, "configs", "tiny", "chronodepth.yaml")]
+    return merge_configs(paths), merge_configs(tiny_paths)
+
+
+def _weight_files(node, key=""):
+    """Non-null values of ``weights`` / ``*_weights`` keys anywhere in ``node`` (weight files)."""
+    if isinstance(node, dict):
+        return [f for k, v in node.items() for f in _weight_files(v, k)]
+    if isinstance(node, list):
+        return [f for v in node for f in _weight_files(v, key)]
+    return [node] if (key == "weights" or key.endswith("_weights")) and node is not None else []
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
 def test_full_and_tiny_configs_share_the_recipe(name):
-    full, tiny = _load(name), _load(os.path.join("tiny", name))
+    full, tiny = _load(RECIPES[name])
     f, t = full["model"]["init_args"], tiny["model"]["init_args"]
+    fp, tp = f["predictor"]["init_args"], t["predictor"]["init_args"]
+    assert full["model"]["class_path"] == tiny["model"]["class_path"] == "vdf.tasks.LatentDiffusionTask"
+    assert f["predictor"]["class_path"] == t["predictor"]["class_path"] == "vdf.predictors.LatentDiffusionPredictor"
     drop = {"unet", "vae", "image_encoder"}
-    assert {k: v for k, v in f["denoiser"]["init_args"].items() if k not in drop} == \
-        {k: v for k, v in t["denoiser"]["init_args"].items() if k not in drop}
-    assert f["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
-    assert t["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
-    for key in ("objective", "normalization", "per_frame_levels", "sampler"):
-        assert f.get(key) == t.get(key), key
-    assert f["sampler"]["class_path"] == "vdf.diffusion.ScaledSampleEulerSampler"  # the official loop
-    assert f["resolution"]["class_path"] == t["resolution"]["class_path"]
-    assert f["resolution"]["init_args"] == {"max_size": 1024, "multiple": 64, "rounding": "nearest",
-                                            "mode": "bilinear"}
-    assert f["strategy"]["class_path"] == t["strategy"]["class_path"] == "vdf.inference.SlidingWindowContext"
-    assert f["strategy"]["init_args"] == {"window": 10, "stride": 5} and f["steps"] == 5
-    callbacks = lambda c: [cb["init_args"] for cb in c["trainer"].get("callbacks", [])]  # noqa: E731
+    assert {k: v for k, v in fp["denoiser"]["init_args"].items() if k not in drop} == \
+        {k: v for k, v in tp["denoiser"]["init_args"].items() if k not in drop}
+    assert fp["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
+    assert tp["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
+    for key in ("objective", "normalization", "sampler"):
+        assert fp.get(key) == tp.get(key), key
+    assert f.get("per_frame_levels") == t.get("per_frame_levels") is True
+    assert fp["sampler"] in ("vdf.diffusion.ScaledSampleEulerSampler",  # the official loop
+                             {"class_path": "vdf.diffusion.ScaledSampleEulerSampler"})
+    assert fp["resolution"]["class_path"] == tp["resolution"]["class_path"]
+    assert fp["resolution"]["init_args"] == {"max_size": 1024, "multiple": 64, "rounding": "nearest",
+                                             "mode": "bilinear"}
+    assert fp["strategy"]["class_path"] == tp["strategy"]["class_path"] == "vdf.inference.SlidingWindowContext"
+    assert fp["strategy"]["init_args"] == {"window": 10, "stride": 5} and fp["steps"] == 5
+    callbacks = lambda c: [cb["init_args"] for cb in c["trainer"].get("callbacks", [])]
     assert callbacks(full) == callbacks(tiny)
-    if name != "chronodepth.yaml":
-        assert f["lr"] == 3.0e-5
+    if name != "inference":
+        assert f["optimizer"]["init_args"]["lr"] == 3.0e-5
         assert full["data"]["num_frames"] == tiny["data"]["num_frames"]
-        assert tiny["data"]["num_frames"] == ([1] if "stage1" in name else [1, 2, 3, 4, 5])
+        assert tiny["data"]["num_frames"] == ([1] if name == "stage1" else [1, 2, 3, 4, 5])
     for config in (tiny,):
-        text = yaml.safe_dump(config["model"])
-        assert "weights:" not in text  # no weight files: neither `weights` nor `*_weights` (init_weights)
+        # no weight files: neither `weights` nor `*_weights` (init_weights) names one
+        assert _weight_files(config["model"]) == []
     assert math.isclose(EDM().context_level, math.exp(-16))

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from official_layouts import official_shapes, random_tensors
-from vdf.models import DepthAnythingV2, DINOv2, DPTHead, FrameWiseDepth, processing_size
-from vdf.models.dav2 import dav2_official_to_vdf, guess_dav2_variant, vdf_to_dav2_official
+
+from vdf.models import DepthAnythingV2, DINOv2, DPTHead, processing_size
+from vdf.models.dav2 import dav2_official_to_vdf, guess_dav2_variant, preprocess_frames, vdf_to_dav2_official
 from vdf.models.weights import StateDictMismatchError, load_state_dict_strict, unwrap_state_dict
+from vdf.predictors import FramePredictor
 
 # (embed_dim, depth, DPT features, DPT out_channels, SwiGLU hidden width or None for GELU MLP 4D)
 OFFICIAL = {
@@ -409,14 +410,14 @@ def test_intermediate_layers_order_and_normed(tiny_model):
 def test_framewise_shapes_independence_and_chunking(tiny_model):
     torch.manual_seed(0)
     video = torch.rand(2, 5, 3, 40, 60)
-    fw = FrameWiseDepth(tiny_model, input_size=28, frame_chunk=3).eval()
+    fw = FramePredictor(tiny_model, input_size=28, frame_chunk=3).eval()
     with torch.no_grad():
-        out = fw(video)
+        out = fw.clip(video)
         perm = torch.tensor([4, 2, 0, 1, 3])
-        out_perm = fw(video[:, perm])
+        out_perm = fw.clip(video[:, perm])
         fw.frame_chunk = 100
-        one_chunk = fw(video)
-        single = fw(video[1:2, 3:4])
+        one_chunk = fw.clip(video)
+        single = fw.clip(video[1:2, 3:4])
     assert out.shape == (2, 5, 1, 40, 60) and (out >= 0).all()
     torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(one_chunk, out, atol=1e-5, rtol=1e-5)
@@ -424,9 +425,8 @@ def test_framewise_shapes_independence_and_chunking(tiny_model):
 
 
 def test_framewise_preprocess_matches_pipeline(tiny_model):
-    fw = FrameWiseDepth(tiny_model, input_size=28, antialias=False)
     frames = torch.rand(2, 3, 40, 60)
-    pre = fw.preprocess(frames)
+    pre = preprocess_frames(frames, 28, antialias=False)
     assert pre.shape == (2, 3, 28, 42)  # processing_size(40, 60, 28)
     resized = F.interpolate(frames, size=(28, 42), mode="bicubic", align_corners=False)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -434,7 +434,7 @@ def test_framewise_preprocess_matches_pipeline(tiny_model):
     torch.testing.assert_close(pre, (resized - mean) / std)
     # already at the processing size: no resampling at all
     exact = torch.rand(1, 3, 28, 42)
-    torch.testing.assert_close(fw.preprocess(exact), (exact - mean) / std)
+    torch.testing.assert_close(preprocess_frames(exact, 28, antialias=False), (exact - mean) / std)
 
 
 def test_models_package_imports_cheaply():

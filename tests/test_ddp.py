@@ -1,6 +1,6 @@
 """DDP on CPU (gloo, 2 processes) agrees with one process.
 
-One module-scoped fixture runs three ``python -m vdf`` subprocesses on ``configs/tiny/dav2.yaml``
+One module-scoped fixture runs three ``python -m vdf`` subprocesses on the tiny DAv2 (``configs/dav2.yaml`` + ``configs/tiny/dav2.yaml``)
 (Lightning's subprocess launcher re-runs the command line for rank 1, so the runs cannot be
 in-process ``main([...])`` calls):
 
@@ -49,9 +49,9 @@ from vdf.data.datamodule import VideoDepthDataModule
 from vdf.data.datasets.synthetic import SyntheticWorld
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "tiny" / "dav2.yaml"
+CONFIGS = [ROOT / "configs" / "dav2.yaml", ROOT / "configs" / "tiny" / "dav2.yaml"]
 COMMON = [
-    "--config", str(CONFIG),
+    "--config", str(CONFIGS[0]), "--config", str(CONFIGS[1]),
     "--trainer.accelerator", "cpu",
     "--trainer.enable_progress_bar", "false",
     "--trainer.callbacks+=ddp_helpers.RecordRun",

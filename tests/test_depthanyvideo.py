@@ -15,8 +15,9 @@ from vdf.inference.keyframe_interpolation import (
     official_keyframes,
 )
 from vdf.models.dav import load_dav_unet
-from vdf.models.svd import SVDCondition, SVDDepthDenoiser, SVDUNet, SVDVAE, ZeroFrameEmbedder, svd_unet_forward
+from vdf.models.svd import SVDVAE, SVDCondition, SVDDepthDenoiser, SVDUNet, ZeroFrameEmbedder, svd_unet_forward
 from vdf.models.weights import StateDictMismatchError
+from vdf.predictors import LatentDiffusionPredictor
 from vdf.tasks import KeyframeInterpolationTask, LatentDiffusionTask
 
 # -- tiny DAV models ------------------------------------------------------------------------------
@@ -31,10 +32,22 @@ def tiny_denoiser(in_channels: int = 8, seed: int = 0) -> SVDDepthDenoiser:
                             clamp_channels=False)
 
 
+def dav_predictor(in_channels: int = 8, interpolator: LatentDiffusionPredictor | None = None,
+                  **kwargs) -> LatentDiffusionPredictor:
+    return LatentDiffusionPredictor(tiny_denoiser(in_channels), objective=FlowMatching(shift=3.0),
+                                    normalization=PercentileDisparity(0.02, 0.98, per_frame=True), steps=3,
+                                    frame_positions=True, interpolator=interpolator, **kwargs).eval()
+
+
 def dav_task(cls=LatentDiffusionTask, in_channels: int = 8, **kwargs):
-    return cls(denoiser=tiny_denoiser(in_channels), objective=FlowMatching(shift=3.0),
-               normalization=PercentileDisparity(0.02, 0.98, per_frame=True), steps=3, frame_positions=True,
-               **kwargs).eval()
+    """A task whose trained network (``task.network``) has ``in_channels``: the base predictor for
+    `LatentDiffusionTask`; for `KeyframeInterpolationTask`, the interpolator of a predictor whose
+    base network is the 8-channel one."""
+    if cls is KeyframeInterpolationTask:
+        predictor = dav_predictor(interpolator=dav_predictor(in_channels))
+    else:
+        predictor = dav_predictor(in_channels)
+    return cls(predictor, **kwargs).eval()
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +64,27 @@ def base_weights(base_task, tmp_path_factory):
 
 def test_interpolation_unet_equals_the_base_at_initialisation(base_task, base_weights):
     interp = dav_task(KeyframeInterpolationTask, in_channels=16, base_weights=str(base_weights))
-    assert interp.denoiser.unet.in_channels == 16
-    w8 = base_task.denoiser.unet.unet.conv_in.weight
-    assert torch.equal(interp.denoiser.unet.unet.conv_in.weight, torch.cat([w8, w8], 1) / 2)
+    assert interp.network is interp.predictor.interpolator
+    assert interp.network.denoiser.unet.in_channels == 16
+    w8 = base_task.predictor.denoiser.unet.unet.conv_in.weight
+    assert torch.equal(interp.network.denoiser.unet.unet.conv_in.weight, torch.cat([w8, w8], 1) / 2)
     g = torch.Generator().manual_seed(0)
     video = torch.rand(1, 3, 3, 16, 16, generator=g)
-    cond = base_task.condition(video)
+    cond = base_task.predictor.condition(video)
     x = torch.randn(1, 3, 4, 8, 8, generator=g)
     t = torch.full((1, 3), 751.0)
     pos = torch.tensor([[0, 3, 7]])
     with torch.no_grad():
-        ref = base_task.denoiser(x, t, cond, position_ids=pos)
-        out = interp.denoiser(x, t, cond, position_ids=pos, extra=torch.cat([x, cond.video_latents], dim=2))
+        ref = base_task.predictor.denoiser(x, t, cond, position_ids=pos)
+        out = interp.network.denoiser(x, t, cond, position_ids=pos, extra=torch.cat([x, cond.video_latents], dim=2))
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
 
 
 def test_interpolation_task_refuses_an_8_channel_unet():
     with pytest.raises(ValueError, match="16 input channels"):
         dav_task(KeyframeInterpolationTask)
+    with pytest.raises(ValueError, match="16 input channels"):  # no interpolator at all
+        KeyframeInterpolationTask(dav_predictor())
 
 
 def test_init_weights_load_a_lightning_checkpoint_strictly(base_task, tmp_path):
@@ -76,7 +92,7 @@ def test_init_weights_load_a_lightning_checkpoint_strictly(base_task, tmp_path):
     torch.save({"state_dict": trained, "epoch": 1, "hyper_parameters": {"steps": 3}}, tmp_path / "last.ckpt")
     task = dav_task(init_weights=str(tmp_path / "last.ckpt"))
     assert all(torch.equal(v, trained[k]) for k, v in task.state_dict().items())
-    del trained["denoiser.unet.unet.conv_out.bias"]
+    del trained["predictor.denoiser.unet.unet.conv_out.bias"]
     torch.save({"state_dict": trained}, tmp_path / "broken.ckpt")
     with pytest.raises(StateDictMismatchError, match=r"init_weights .*broken\.ckpt does not match.*\n1 missing key"):
         dav_task(init_weights=str(tmp_path / "broken.ckpt"))
@@ -87,8 +103,8 @@ def test_base_weights_from_a_dav_unet_folder(tmp_path):
     interp = dav_task(KeyframeInterpolationTask, in_channels=16, base_weights=str(folder))
     base = SVDUNet(weights=str(folder), added_time_ids=False, temporal_rope=True)
     w8 = base.unet.conv_in.weight
-    assert torch.equal(interp.denoiser.unet.unet.conv_in.weight, torch.cat([w8, w8], 1) / 2)
-    assert torch.equal(interp.denoiser.unet.unet.conv_out.weight, base.unet.conv_out.weight)
+    assert torch.equal(interp.network.denoiser.unet.unet.conv_in.weight, torch.cat([w8, w8], 1) / 2)
+    assert torch.equal(interp.network.denoiser.unet.unet.conv_out.weight, base.unet.conv_out.weight)
 
 
 def test_dav_folders_load_through_svd_unet(tmp_path):
@@ -124,7 +140,7 @@ def _batch(frame_index):
 @pytest.mark.parametrize("task_kind", ["base", "interp"])
 def test_frame_dropout_positions_reach_the_unet(base_task, task_kind, monkeypatch):
     task = base_task if task_kind == "base" else dav_task(KeyframeInterpolationTask, in_channels=16)
-    rope = next(m for m in task.denoiser.unet.unet.modules() if hasattr(m, "set_position_ids"))
+    rope = next(m for m in task.network.denoiser.unet.unet.modules() if hasattr(m, "set_position_ids"))
     seen = []
     original = rope.set_position_ids
 
@@ -144,16 +160,16 @@ def test_frame_dropout_positions_reach_the_unet(base_task, task_kind, monkeypatc
 
 def test_zero_clip_embedding(base_task):
     video = torch.rand(2, 3, 3, 16, 16)
-    cond = base_task.condition(video)
+    cond = base_task.predictor.condition(video)
     assert cond.embeddings.shape == (2, 3, 1, 32) and not cond.embeddings.any()
     assert cond.added_time_ids is None
-    assert not list(base_task.denoiser.image_encoder.parameters())
+    assert not list(base_task.predictor.denoiser.image_encoder.parameters())
 
 
 def test_video_latents_are_scaled_modes(base_task):
     video = torch.rand(1, 2, 3, 16, 16)
-    cond = base_task.condition(video)
-    mode = base_task.denoiser.vae.encode(video * 2 - 1)
+    cond = base_task.predictor.condition(video)
+    mode = base_task.predictor.denoiser.vae.encode(video * 2 - 1)
     torch.testing.assert_close(cond.video_latents, mode * 0.18215)
 
 
@@ -174,14 +190,16 @@ def test_percentile_disparity_targets():
 class Recorder:
     """A latent model whose latents are each frame's mean value, so the output of frame ``i`` is
     ``i / 1000`` when frames are routed correctly. ``window_value``: the interpolator returns its
-    window's first-frame value everywhere (to see the blending). Decode calls are recorded."""
+    window's first-frame value everywhere (to see the blending). ``interpolator``: the model's
+    interpolation network (what `KeyframeInterpolation` uses). Decode calls are recorded."""
 
     objective = FlowMatching()
     steps = 3
     device = torch.device("cpu")
     decode_chunk_size = 4
 
-    def __init__(self, window_value: bool = False):
+    def __init__(self, window_value: bool = False, interpolator: Recorder | None = None):
+        self.interpolator = interpolator
         self.calls = []
         self.decoded = []
         self.noise = []
@@ -215,9 +233,10 @@ class Recorder:
 
 
 def run_strategy(n, interpolator=None, model=None, **kwargs):
-    """Outputs as frame values (None where the strategy gives no prediction), and the base model."""
-    model = model or Recorder()
-    strategy = KeyframeInterpolation(interpolator=interpolator, **kwargs)
+    """Outputs as frame values (None where the strategy gives no prediction), and the base model
+    (whose ``interpolator`` is ``interpolator``)."""
+    model = model or Recorder(interpolator=interpolator)
+    strategy = KeyframeInterpolation(**kwargs)
     frames = (torch.full((3, 16, 16), i / 1000) for i in range(n))
     return [None if o is None else float(o.mean()) * 1000 for o in strategy(model, frames)], model
 
@@ -259,7 +278,7 @@ def test_fill_dropped_frames_gives_every_frame_an_output(n, settings):
 
 
 def test_frames_past_the_span_are_not_read_into_memory():
-    strategy = KeyframeInterpolation(interpolator=Recorder())
+    strategy = KeyframeInterpolation()
     read = []
 
     def frames():
@@ -267,7 +286,7 @@ def test_frames_past_the_span_are_not_read_into_memory():
             read.append(i)
             yield torch.full((3, 16, 16), i / 1000)
 
-    out = strategy(Recorder(), frames())
+    out = strategy(Recorder(interpolator=Recorder()), frames())
     first = next(out)  # frame 0: no output; everything up to the span is read and predicted
     assert first is None and len(read) == 192
     rest = list(out)
@@ -407,13 +426,16 @@ def test_strategy_argument_checks():
 
 
 def test_tiny_models_through_keyframe_interpolation(base_task):
-    interp = dav_task(KeyframeInterpolationTask, in_channels=16)
-    settings = dict(interpolator=interp, num_frames=4, interp_frames=3, overlap=2, steps=1)
+    # The base network is base_task's (same seed), the interpolator a 16-channel one.
+    predictor = dav_predictor(interpolator=dav_predictor(16))
+    assert all(torch.equal(v, base_task.predictor.denoiser.state_dict()[k])
+               for k, v in predictor.denoiser.state_dict().items())
+    settings = dict(num_frames=4, interp_frames=3, overlap=2, steps=1)
     video = torch.rand(9, 3, 16, 16)  # the first 6 frames: keyframes 0 and 4, outputs 1..3
-    out = list(KeyframeInterpolation(**settings)(base_task, iter(video)))
+    out = list(KeyframeInterpolation(**settings)(predictor, iter(video)))
     assert [o is not None for o in out] == [False, True, True, True] + [False] * 5
     assert all(o.shape == (1, 16, 16) and torch.isfinite(o).all() for o in out if o is not None)
-    filled = list(KeyframeInterpolation(fill_dropped_frames=True, context_keyframes=1, **settings)(base_task, iter(video)))
+    filled = list(KeyframeInterpolation(fill_dropped_frames=True, context_keyframes=1, **settings)(predictor, iter(video)))
     assert all(o is not None and o.shape == (1, 16, 16) for o in filled)
     for i in (1, 2, 3):  # the same noise draws come first: the official frames are unchanged
         torch.testing.assert_close(filled[i], out[i])
@@ -424,5 +446,5 @@ def test_interpolation_task_validates_with_ground_truth_keyframes():
     batch = _batch([0, 1, 2, 3])
     pred = interp.interpolate(batch["video"], batch["depth"], batch["valid"], batch["frame_index"])
     assert pred.shape == (1, 4, 1, 16, 16) and torch.isfinite(pred).all()
-    with pytest.raises(RuntimeError, match="keyframe"):
-        interp(batch["video"])
+    with pytest.raises(RuntimeError, match="keyframe"):  # the interpolation network alone needs keyframes
+        interp.network.clip(batch["video"])

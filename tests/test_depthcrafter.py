@@ -8,14 +8,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import vdf
 from vdf.callbacks.freezing import FreezeStage, StagedFreezing, apply_trainable
-from vdf.cli import main
+from vdf.cli import main, tiny_configs
 from vdf.diffusion import EDM
 from vdf.inference import IndependentWindows, SegmentStitching
 from vdf.models.svd import SVDCondition, parameter_group
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny" / "depthcrafter_stage1.yaml")
+# DepthCrafter's stage-1 recipe (the family base, the stage overlay) with the family's tiny overlay.
+TINY_CONFIGS = tiny_configs([str(ROOT / "configs" / "depthcrafter.yaml"),
+                             str(ROOT / "configs" / "depthcrafter" / "stage1.yaml")])
+TINY = [x for c in TINY_CONFIGS for x in ("--config", c)]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
          ]
 VAL = ["--data.val=[{class_path: vdf.data.datasets.synthetic.SyntheticWorld, init_args: "
@@ -23,13 +27,13 @@ VAL = ["--data.val=[{class_path: vdf.data.datasets.synthetic.SyntheticWorld, ini
 
 
 def unet_params(cli) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in cli.model.denoiser.unet.named_parameters()}
+    return {n: p.detach().clone() for n, p in cli.model.predictor.denoiser.unet.named_parameters()}
 
 
 def test_tiny_depthcrafter_learns_on_the_synthetic_world(in_tmp_cwd):
-    before = main(["validate", "--config", TINY, *VAL, "--trainer.enable_progress_bar=false"])
+    before = main(["validate", *TINY, *VAL, "--trainer.enable_progress_bar=false"])
     untrained = float(before.trainer.callback_metrics["val/abs_rel"])
-    cli = main(["fit", "--config", TINY, *VAL, "--trainer.enable_progress_bar=false", "--trainer.max_epochs=6",
+    cli = main(["fit", *TINY, *VAL, "--trainer.enable_progress_bar=false", "--trainer.max_epochs=6",
                 "--trainer.limit_train_batches=8", "--trainer.num_sanity_val_steps=0"])
     trained = float(cli.trainer.callback_metrics["val/abs_rel"])
     assert cli.trainer.global_step >= 24
@@ -38,29 +42,29 @@ def test_tiny_depthcrafter_learns_on_the_synthetic_world(in_tmp_cwd):
 
 @pytest.mark.parametrize("trainable", ["temporal", "spatial"])
 def test_freezing_stops_updates_and_holds_no_gradients(trainable, in_tmp_cwd):
-    cli = main(["fit", "--config", TINY, *QUIET, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+    cli = main(["fit", *TINY, *QUIET, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
                 "--trainer.callbacks=[{class_path: vdf.callbacks.freezing.StagedFreezing, "
                 f"init_args: {{trainable: {trainable}}}}}]"])
     model = cli.model
-    initial = main(["fit", "--config", TINY, *QUIET, "--trainer.max_steps=0", "--trainer.limit_val_batches=0"])
+    initial = main(["fit", *TINY, *QUIET, "--trainer.max_steps=0", "--trainer.limit_val_batches=0"])
     start = unet_params(initial)
-    changed = {n for n, p in model.denoiser.unet.named_parameters() if not torch.equal(p.detach(), start[n])}
-    frozen = {n for n, _ in model.denoiser.unet.named_parameters() if parameter_group(n) != trainable}
+    changed = {n for n, p in model.predictor.denoiser.unet.named_parameters() if not torch.equal(p.detach(), start[n])}
+    frozen = {n for n, _ in model.predictor.denoiser.unet.named_parameters() if parameter_group(n) != trainable}
     assert changed and not (changed & frozen)
-    for name, param in model.denoiser.unet.named_parameters():
+    for name, param in model.predictor.denoiser.unet.named_parameters():
         if name in frozen:
             assert not param.requires_grad and param.grad is None, name
     optimized = {id(p) for g in cli.trainer.optimizers[0].param_groups for p in g["params"]}
-    assert optimized == {id(p) for n, p in model.denoiser.unet.named_parameters() if n not in frozen}
+    assert optimized == {id(p) for n, p in model.predictor.denoiser.unet.named_parameters() if n not in frozen}
     # VAE and image encoder never train.
-    assert not any(p.requires_grad for p in model.denoiser.vae.parameters())
+    assert not any(p.requires_grad for p in model.predictor.denoiser.vae.parameters())
 
 
 def test_stage_switch_mid_run_on_one_process(in_tmp_cwd):
-    cli = main(["fit", "--config", TINY, *QUIET, "--trainer.max_steps=4", "--trainer.limit_val_batches=0",
+    cli = main(["fit", *TINY, *QUIET, "--trainer.max_steps=4", "--trainer.limit_val_batches=0",
                 "--trainer.callbacks=[{class_path: vdf.callbacks.freezing.StagedFreezing, init_args: "
                 "{stages: [{trainable: all, start_step: 0}, {trainable: temporal, start_step: 2}]}}]"])
-    unet = cli.model.denoiser.unet
+    unet = cli.model.predictor.denoiser.unet
     temporal = [p for n, p in unet.named_parameters() if parameter_group(n) == "temporal"]
     assert all(p.requires_grad for p in temporal)
     assert not any(p.requires_grad for n, p in unet.named_parameters() if parameter_group(n) == "spatial")
@@ -82,7 +86,7 @@ def test_stage_switch_refused_under_ddp():
 
 
 class ScriptedModel:
-    """A latent diffusion model whose ``denoise`` returns the frames' conditioning plus the
+    """A latent diffusion predictor whose ``denoise`` returns the frames' conditioning plus the
     segment number, so stitching arithmetic is visible in the output. Records every call."""
 
     def __init__(self):
@@ -199,10 +203,10 @@ def test_segment_stitching_video_wide_normalisation_streams_from_disk(tmp_path):
 
 
 def test_segment_stitching_single_segment_equals_clip_forward(in_tmp_cwd):
-    cli = main(["fit", "--config", TINY, *QUIET, "--trainer.max_steps=0", "--trainer.limit_val_batches=0"])
-    model = cli.model.eval()
+    torch.manual_seed(0)
+    model = vdf.load(TINY_CONFIGS, device="cpu")  # the tiny stage-1 predictor, random weights, eval mode
     video = torch.rand(1, 5, 3, 32, 48)
-    clip = model(video)[0]
+    clip = model.clip(video)[0]
     stitched = torch.stack(list(SegmentStitching(window=8, overlap=3)(model, iter(video[0]))))
     torch.testing.assert_close(stitched, (clip - clip.min()) / (clip.max() - clip.min()), atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="not a latent diffusion model"):

@@ -58,7 +58,7 @@ def _check_contract(sample, t, h, w):
     assert sample["valid"].shape == (t, 1, h, w) and sample["valid"].dtype == torch.bool
     assert sample["frame_index"].dtype == torch.int64 and sample["frame_index"].shape == (t,)
     assert (sample["depth"][~sample["valid"]] == 0).all()
-    assert 0 <= sample["video"].min() and sample["video"].max() <= 1
+    assert sample["video"].min() >= 0 and sample["video"].max() <= 1
 
 
 # ------------------------------------------------------------------------------------- Sintel
@@ -173,7 +173,7 @@ def test_kitti_gt_list_selects_frames_and_even_crop(tmp_path):
 
 def test_kitti_malformed_files(tmp_path):
     drive = KITTI_VAL_DRIVES[0]
-    _, gts = _fake_kitti(tmp_path, drive, [5, 6])
+    _, _gts = _fake_kitti(tmp_path, drive, [5, 6])
     gt_dir = tmp_path / "data_depth_annotated/val" / drive / "proj_depth/groundtruth/image_02"
     Image.fromarray(np.full((7, 9), 100, np.uint8)).save(gt_dir / "0000000005.png")  # 8-bit
     _png16(gt_dir / "0000000006.png", np.full((7, 9), 200))  # 16-bit but max <= 255
@@ -302,7 +302,7 @@ def test_nyuv2_filled_column_and_eigen_crop_at_real_size(tmp_path):
     assert ds.frame_size(0) == (426, 560)
     sample = ds[1]
     _check_contract(sample, 1, 426, 560)
-    rgb, raw, filled = truth["kitchen", 7]
+    rgb, _raw, filled = truth["kitchen", 7]
     assert sample["frame_index"].tolist() == [0] and sample["meta"]["sequence"] == "test/kitchen/rgb_0007"
     crop = filled[45:471, 41:601]
     assert np.array_equal(sample["depth"][0, 0].numpy(), (crop / 1000.0).astype(np.float32))

@@ -11,7 +11,7 @@ from vdf.cli import run
 from vdf.experiment import Experiment, Overlay, expand, parse_overlay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAV2 = os.path.join(ROOT, "configs", "tiny", "dav2.yaml")
+DAV2 = [os.path.join(ROOT, "configs", "dav2.yaml"), os.path.join(ROOT, "configs", "tiny", "dav2.yaml")]
 FAST = {"trainer.limit_train_batches": 1, "trainer.limit_val_batches": 1, "trainer.limit_test_batches": 1,
         "trainer.max_epochs": 1}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,10 +24,10 @@ def write_grid(folder, grid):
 
 
 def test_overlays_parse_and_merge_in_order():
-    a = parse_overlay(["x.yaml", {"model.init_args.lr": 1.0, "config": ["y.yaml"]}], "t")
-    assert a.configs == ["x.yaml", "y.yaml"] and a.overrides == {"model.init_args.lr": 1.0} and a.stages is None
-    b = a.merge(parse_overlay({"model.init_args.lr": 2.0, "stages": ["test"]}, "t"))
-    assert b.overrides["model.init_args.lr"] == 2.0 and b.stages == ["test"] and b.configs == ["x.yaml", "y.yaml"]
+    a = parse_overlay(["x.yaml", {"model.init_args.optimizer.init_args.lr": 1.0, "config": ["y.yaml"]}], "t")
+    assert a.configs == ["x.yaml", "y.yaml"] and a.overrides == {"model.init_args.optimizer.init_args.lr": 1.0} and a.stages is None
+    b = a.merge(parse_overlay({"model.init_args.optimizer.init_args.lr": 2.0, "stages": ["test"]}, "t"))
+    assert b.overrides["model.init_args.optimizer.init_args.lr"] == 2.0 and b.stages == ["test"] and b.configs == ["x.yaml", "y.yaml"]
     assert parse_overlay(None, "t") == Overlay()
     with pytest.raises(ValueError, match="overlay"):
         parse_overlay(3, "axis a, label b")
@@ -45,18 +45,24 @@ def test_grid_expands_to_the_product_and_unions_subgrids():
     assert [c.id for c in union] == ["m=x__t=on", "m=x__t=off", "m=z__t=on"], "duplicates across sub-grids run once"
 
 
-def test_tiny_mode_maps_configs_to_their_twins(tmp_path, monkeypatch):
+def test_tiny_mode_adds_each_recipes_tiny_overlay(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     folder = write_grid(tmp_path / "exp", {"axes": {"m": {"dav2": "configs/dav2.yaml"}}, "stages": [{"name": "t", "command": "test"}]})
-    assert Experiment(str(folder), tiny=True).resolve_config("configs/dav2.yaml") == os.path.join("configs", "tiny", "dav2.yaml")
-    assert Experiment(str(folder), tiny=False).resolve_config("configs/dav2.yaml") == "configs/dav2.yaml"
+    tiny = Experiment(str(folder), tiny=True)
+    assert tiny.config_args(["configs/dav2.yaml"]) == ["--config", "configs/dav2.yaml", "--config", os.path.join("configs", "tiny", "dav2.yaml")]
+    # After the recipe's stage overlay, before a data overlay; never twice.
+    stage = ["configs/depthcrafter.yaml", "configs/depthcrafter/stage2.yaml", "configs/data/sintel.yaml"]
+    assert tiny.config_args(stage)[1::2] == [stage[0], stage[1], os.path.join("configs", "tiny", "depthcrafter.yaml"), stage[2]]
+    assert tiny.config_args(["configs/dav2.yaml", "configs/tiny/dav2.yaml"])[1::2] == ["configs/dav2.yaml", "configs/tiny/dav2.yaml"]
+    assert Experiment(str(folder), tiny=False).config_args(["configs/dav2.yaml"]) == ["--config", "configs/dav2.yaml"]
     # From elsewhere, configs/ is found above an experiment folder inside the repository.
     inside = write_grid(tmp_path / "repo" / "experiments" / "e", {"axes": {"m": {"x": {}}}})
     (tmp_path / "repo" / "configs" / "tiny").mkdir(parents=True)
     (tmp_path / "repo" / "configs" / "a.yaml").write_text("{}")
     (tmp_path / "repo" / "configs" / "tiny" / "a.yaml").write_text("{}")
     monkeypatch.chdir(tmp_path)
-    assert Experiment(str(inside), tiny=True).resolve_config("configs/a.yaml") == str(tmp_path / "repo" / "configs" / "tiny" / "a.yaml")
+    assert Experiment(str(inside), tiny=True).config_args(["configs/a.yaml"])[1::2] == [
+        str(tmp_path / "repo" / "configs" / "a.yaml"), str(tmp_path / "repo" / "configs" / "tiny" / "a.yaml")]
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         Experiment(str(folder)).resolve_config("configs/missing.yaml")
 
@@ -64,9 +70,9 @@ def test_tiny_mode_maps_configs_to_their_twins(tmp_path, monkeypatch):
 def test_runs_cells_resumes_and_writes_table_csv_and_plots(tmp_path):
     folder = write_grid(tmp_path / "exp", {
         "title": "toy",
-        "base": [DAV2],
+        "base": DAV2,
         "axes": {
-            "lr": {"low": {"model.init_args.lr": 1.0e-4}, "high": {"model.init_args.lr": 1.0e-3}},
+            "lr": {"low": {"model.init_args.optimizer.init_args.lr": 1.0e-4}, "high": {"model.init_args.optimizer.init_args.lr": 1.0e-3}},
             "steps": {"1": {"trainer.max_steps": 1}, "2": {"trainer.max_steps": 2}},
         },
         "stages": [{"name": "test", "command": "test", "args": FAST}],
@@ -97,7 +103,7 @@ def test_stage_chain_shares_stages_between_cells(tmp_path):
     # `ckpt_path` resumes the previous stage's run: each stage trains one epoch further.
     fit = {"command": "fit"}
     folder = write_grid(tmp_path / "exp", {
-        "base": [DAV2],
+        "base": DAV2,
         "axes": {"training": {"s1": {"stages": ["s1", "test"]}, "s12": {"stages": ["s1", "s2", "test"]},
                               "s123": {"stages": ["s1", "s2", "s3", "test"]}}},
         "stages": [
@@ -121,8 +127,8 @@ def test_stage_chain_shares_stages_between_cells(tmp_path):
 
 def test_bench_section_measures_cells_side_by_side(tmp_path):
     folder = write_grid(tmp_path / "exp", {
-        "base": [DAV2],
-        "axes": {"size": {"small": {"model.init_args.input_size": 28}, "big": {"model.init_args.input_size": 56}}},
+        "base": DAV2,
+        "axes": {"size": {"small": {"model.init_args.predictor.init_args.input_size": 28}, "big": {"model.init_args.predictor.init_args.input_size": 56}}},
         "stages": [{"name": "test", "command": "test", "args": FAST}],
         "bench": {"height": 28, "width": 42, "frames": 4, "warmup": 1, "repeats": 1, "video": "random"},
     })
@@ -151,7 +157,7 @@ def test_publish_fills_the_docs_page_and_copies_plots(tmp_path):
     page = docs / "toy.md"
     page.write_text("# Toy\n\n<!-- results:tiny:start -->\nold\n<!-- results:tiny:end -->\n\nafter\n")
     folder = write_grid(tmp_path / "experiments" / "toy", {
-        "page": str(page), "base": [DAV2], "axes": {"m": {"a": {}}},
+        "page": str(page), "base": DAV2, "axes": {"m": {"a": {}}},
         "stages": [{"name": "test", "command": "test", "args": FAST}],
     })
     run(["experiment", str(folder), "--tiny", "--output", str(tmp_path / "out"), "--publish"])

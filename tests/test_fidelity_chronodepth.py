@@ -3,10 +3,11 @@
 The fixtures (``tests/fixtures/fidelity/chronodepth/``) were written by
 ``python scripts/fidelity/chronodepth.py --official <ChronoDepth checkout>``: tiny random weights
 in the official layout, fixed input frames, every noise tensor the official pipeline drew and its
-outputs. Here vdf builds the model from the shipped ``configs/chronodepth.yaml`` (weight paths
-pointed at the fixture folders), consumes the same noise in the same order, runs the strategy a
-user runs (`LatentDiffusionTask.run_strategy`: resolution rule, `SlidingWindowContext`, resize
-back) and must match the official output to 1e-4 (max difference relative to the largest value).
+outputs. Here vdf builds the predictor from the shipped ``configs/chronodepth.yaml`` with
+`vdf.load` (weight paths pointed at the fixture folders), consumes the same noise in the same
+order, runs the strategy a user runs (`Predictor.run`: resolution rule, `SlidingWindowContext`,
+resize back) and must match the official output to 1e-4 (max difference relative to the largest
+value).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fidelity import FIXTURES, Replay, load_case, max_relative_difference, noise_draws
 
-from fidelity import FIXTURES, Replay, build_model, load_case, max_relative_difference, noise_draws
+import vdf
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = FIXTURES / "chronodepth"
@@ -60,14 +62,13 @@ def model():
     """The shipped inference config with the fixture weights (the VAE is vdf's shipped tiny one),
     in float32 (the config holds the networks in float16, as the official script; the fixtures
     compare in float32 on the CPU)."""
-    prefix = "--model.init_args.denoiser.init_args"
     folders = {"unet": FOLDER / "unet", "vae": ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae",
                "image_encoder": FOLDER / "image_encoder"}
-    overrides = []
+    overrides = {}
     for net, folder in folders.items():
-        overrides += [f"{prefix}.{net}.init_args.weights", str(folder),
-                      f"{prefix}.{net}.init_args.weights_dtype", "float32"]
-    return build_model(str(CONFIG), *overrides)
+        overrides[f"denoiser.init_args.{net}.init_args.weights"] = str(folder)
+        overrides[f"denoiser.init_args.{net}.init_args.weights_dtype"] = "float32"
+    return vdf.load(CONFIG, device="cpu", **overrides)
 
 
 def run_case(model, case: str, monkeypatch) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -84,7 +85,8 @@ def run_case(model, case: str, monkeypatch) -> tuple[torch.Tensor, torch.Tensor,
     monkeypatch.setattr(model.resolution, "max_size", meta["max_res"])
     video = tensors["video"].float() / 255  # the frames the official run_pipeline got, in [0,1]
     with torch.no_grad():
-        pred = model.run_strategy(video)
+        pred, present = model.run(video)
+    assert present.all()
     initial.done()
     posterior.done()
     return pred, tensors["depth"], meta
@@ -93,7 +95,7 @@ def run_case(model, case: str, monkeypatch) -> tuple[torch.Tensor, torch.Tensor,
 def test_shipped_config_is_the_official_pipeline(model):
     from vdf.diffusion import ScaledSampleEulerSampler
     from vdf.inference import SlidingWindowContext
-    from vdf.inference.resolution import RoundToMultiple
+    from vdf.predictors.resolution import RoundToMultiple
 
     assert type(model.sampler) is ScaledSampleEulerSampler
     assert isinstance(model.strategy, SlidingWindowContext)

@@ -1,8 +1,8 @@
 """Depth Any Video against its official pipeline: golden fixtures of ``scripts/fidelity/depthanyvideo.py``.
 
-The model is built from the shipped ``configs/depthanyvideo.yaml`` with its weight folders pointed
-at the fixture's tiny ones; the official noise draws are replayed through ``model.noise_like``;
-the video goes through ``model.run_strategy_with_mask`` (the resolution rule, then
+The predictor is built from the shipped ``configs/depthanyvideo.yaml`` (`vdf.load`) with its weight
+folders pointed at the fixture's tiny ones; the official noise draws are replayed through
+``predictor.noise_like``; the video goes through ``predictor.run`` (the resolution rule, then
 `KeyframeInterpolation`), as ``vdf test`` and ``vdf predict`` run it.
 """
 
@@ -13,10 +13,11 @@ import os
 
 import pytest
 import torch
-from fidelity import FIXTURES, Replay, build_model, load_case, max_relative_difference, noise_draws
+from fidelity import FIXTURES, Replay, load_case, max_relative_difference, noise_draws
 
+import vdf
 from vdf.diffusion import FlowMatching
-from vdf.inference.resolution import CenterCropToMultiple
+from vdf.predictors.resolution import CenterCropToMultiple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = FIXTURES / "depthanyvideo"
@@ -26,23 +27,19 @@ DEFAULTS = {"num_frames": 32, "interp_frames": 16, "overlap": 6}  # run_infer.py
 
 
 def dav_model(strategy_args: dict[str, int] | None = None):
-    model = "--model.init_args."
-    interp = model + "strategy.init_args.interpolator.init_args."
-    overrides = [
-        model + "denoiser.init_args.unet.init_args.weights", str(FOLDER / "unet"),
-        model + "denoiser.init_args.vae.init_args.weights", TINY_VAE,
-        model + "objective.init_args.scheduler_config", str(FOLDER),
-        interp + "denoiser.init_args.unet.init_args.weights", str(FOLDER / "unet_interp"),
-        interp + "denoiser.init_args.vae.init_args.weights", TINY_VAE,
-        interp + "objective.init_args.scheduler_config", str(FOLDER),
-        # The fixtures compare in float32 (the recipe's VAE holds float16 weights, under autocast).
-        model + "denoiser.init_args.vae.init_args.weights_dtype", "float32",
-        interp + "denoiser.init_args.vae.init_args.weights_dtype", "float32",
-        "--trainer.precision", "32-true",
-    ]
+    """The shipped config's predictor (`vdf.load`) with the fixture weights, on the CPU."""
+    overrides = {}
+    for prefix, unet in (("", "unet"), ("interpolator.init_args.", "unet_interp")):
+        overrides.update({
+            prefix + "denoiser.init_args.unet.init_args.weights": str(FOLDER / unet),
+            prefix + "denoiser.init_args.vae.init_args.weights": TINY_VAE,
+            prefix + "objective.init_args.scheduler_config": str(FOLDER),
+            # The fixtures compare in float32 (the recipe's VAE holds float16 weights).
+            prefix + "denoiser.init_args.vae.init_args.weights_dtype": "float32",
+        })
     for key, value in (strategy_args or {}).items():
-        overrides += [model + f"strategy.init_args.{key}", str(value)]
-    return build_model(os.path.join(ROOT, "configs", "depthanyvideo.yaml"), *overrides)
+        overrides[f"strategy.init_args.{key}"] = value
+    return vdf.load(os.path.join(ROOT, "configs", "depthanyvideo.yaml"), device="cpu", **overrides)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,12 +63,12 @@ def test_official_pipeline(case, shipped, monkeypatch):
     settings = {"num_frames": meta["num_frames"], "interp_frames": meta["num_interp_frames"],
                 "overlap": meta["num_overlap_frames"]}
     model = shipped if settings == DEFAULTS else dav_model(settings)
-    assert model.objective.shift == 3.0 and model.strategy.interpolator.objective.shift == 3.0
+    assert model.objective.shift == 3.0 and model.interpolator.objective.shift == 3.0
     replay = Replay(noise_draws(tensors))
     monkeypatch.setattr(model, "noise_like", lambda shape, generator=None: replay(shape).to(model.device))
 
     video = tensors["video"].float() / 255  # (T,3,H,W) at the raw size
-    pred, present = model.run_strategy_with_mask(video)
+    pred, present = model.run(video)
     replay.done()
 
     # Frames with an output: exactly the official ones (None for the others).
@@ -122,7 +119,7 @@ def test_the_fixtures_see_the_keyframe_positions(shipped, monkeypatch):
         return keyframe_pass(self, model, cond, list(range(len(positions))), *args)
 
     monkeypatch.setattr(KeyframeInterpolation, "_keyframe_pass", arange_positions)
-    pred = shipped.run_strategy(tensors["video"].float() / 255)
+    pred, _ = shipped.run(tensors["video"].float() / 255)
     top, left, h, w = meta["crop_box"]
     ours = pred[tensors["frames"].tolist(), 0, top : top + h, left : left + w]
     assert max_relative_difference(ours, tensors["disparity"]) > 2 * TOLERANCE

@@ -3,9 +3,10 @@
 The fixtures (``tests/fixtures/fidelity/depthcrafter``, written by
 ``scripts/fidelity/depthcrafter.py --official <checkout>``) hold tiny random networks in the
 official layout, fixed videos, every noise tensor the official pipeline drew and its
-post-processed output. Here vdf builds DepthCrafter from the shipped ``configs/depthcrafter.yaml``
-(weights pointed at the fixture folders, float32 on the CPU), replays the official noise and runs
-the strategy a user runs; the outputs must agree to 1e-4 (max relative difference).
+post-processed output. Here vdf builds the DepthCrafter predictor from the shipped
+``configs/depthcrafter.yaml`` with `vdf.load` (weights pointed at the fixture folders, float32 on
+the CPU), replays the official noise and runs the strategy a user runs (`Predictor.run`); the
+outputs must agree to 1e-4 (max relative difference).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from fidelity import FIXTURES, Replay, load_case, max_relative_difference, noise_draws
 
-from fidelity import FIXTURES, Replay, build_model, load_case, max_relative_difference, noise_draws
-from vdf.inference.resolution import RoundToMultiple
+import vdf
 from vdf.models.tiny_vae import ASSET as TINY_VAE
+from vdf.predictors.resolution import RoundToMultiple
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "depthcrafter.yaml")
 FOLDER = FIXTURES / "depthcrafter"
 TOLERANCE = 1e-4
-DENOISER = "--model.init_args.denoiser.init_args"
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +38,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def fixture_overrides() -> list[str]:
-    """The shipped config with its weight folders pointed at the fixtures, in float32 (CPU)."""
-    out = []
+def fixture_overrides() -> dict[str, str]:
+    """The shipped config with its weight folders pointed at the fixtures, in float32 (CPU): settings
+    of the predictor, as `vdf.load` takes them."""
+    out = {}
     for net, folder in (("unet", FOLDER / "unet"), ("vae", TINY_VAE), ("image_encoder", FOLDER / "image_encoder")):
-        out += [f"{DENOISER}.{net}.init_args.weights", str(folder), f"{DENOISER}.{net}.init_args.weights_dtype",
-                "float32"]
+        out[f"denoiser.init_args.{net}.init_args.weights"] = str(folder)
+        out[f"denoiser.init_args.{net}.init_args.weights_dtype"] = "float32"
     return out
+
+
+def build_predictor(**overrides):
+    """The predictor of the shipped config with the fixture weights, on the CPU."""
+    return vdf.load(CONFIG, device="cpu", **fixture_overrides(), **overrides)
 
 
 def vdf_draw_order(draws: list[torch.Tensor], frames: int, window: int, overlap: int) -> list[torch.Tensor]:
@@ -63,11 +70,10 @@ def vdf_draw_order(draws: list[torch.Tensor], frames: int, window: int, overlap:
 
 def run_case(case: str) -> float:
     tensors, meta = load_case("depthcrafter", case)
-    overrides = fixture_overrides()
+    overrides = {}
     if meta["frames"] > meta["window_size"]:
-        overrides += ["--model.init_args.strategy.init_args.window", str(meta["window_size"]),
-                      "--model.init_args.strategy.init_args.overlap", str(meta["overlap"])]
-    model = build_model(CONFIG, *overrides)
+        overrides = {"strategy.init_args.window": meta["window_size"], "strategy.init_args.overlap": meta["overlap"]}
+    model = build_predictor(**overrides)
     assert model.steps == meta["steps"] and model.sampling_seed == meta["seed"]
     draws = noise_draws(tensors)
     assert [list(d.shape) for d in draws] == meta["noise_shapes"]
@@ -76,7 +82,9 @@ def run_case(case: str) -> float:
     model.denoiser.augmentation_noise = lambda shape, generator=None, device=None: replay(shape)
 
     video = tensors["video"].permute(0, 3, 1, 2).float() / 255  # (T,3,H,W) in [0,1]
-    ours = model.run_strategy(video)[:, 0]
+    ours, present = model.run(video)
+    assert present.all()
+    ours = ours[:, 0]
     replay.done()
     difference = max_relative_difference(ours, tensors["depth"])
     print(f"depthcrafter/{case}: max relative difference {difference:.3g}")
@@ -111,7 +119,7 @@ def official_size(height: int, width: int, max_res: int) -> tuple[int, int]:
 
 
 def test_resolution_rule_equals_the_official_formula_on_many_sizes():
-    model_rule = build_model(CONFIG, *fixture_overrides()).resolution
+    model_rule = build_predictor().resolution
     assert isinstance(model_rule, RoundToMultiple) and model_rule.protocol_sizes
     g = torch.Generator().manual_seed(0)
     sizes = torch.randint(40, 4096, (500, 2), generator=g).tolist()
@@ -130,7 +138,7 @@ def test_same_seed_draws_the_official_cpu_noise():
     draws after ``set_seed(42)`` on the CPU in float32 (the fixtures' run): same shapes, same order.
     For a longer video the first window's augmentation noise still agrees; the initial noise does
     not (the official code draws the whole video's augmentation first)."""
-    model = build_model(CONFIG, *fixture_overrides())
+    model = build_predictor()
     for case in ("one_segment", "segments"):
         tensors, meta = load_case("depthcrafter", case)
         augmentation, initial = noise_draws(tensors)

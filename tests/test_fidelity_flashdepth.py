@@ -4,10 +4,11 @@ The fixtures (``tests/fixtures/fidelity/flashdepth/``) were written by
 ``python scripts/fidelity/flashdepth.py --official <checkout of Eyeline-Research/FlashDepth>``:
 tiny random weights in the official checkpoint layout, frames, and what the official inference
 (its video reader's preprocessing, then ``FlashDepth.forward`` streaming frame by frame) made of
-them. Here the model is built from the shipped configs (``configs/flashdepth_s.yaml``,
-``configs/flashdepth.yaml``) with only the widths shrunk to the fixture's and the weight paths
-pointed at the fixture files, and run through vdf's inference path: the config's resolution rule
-and the `Streaming` strategy, one frame at a time with the carried Mamba state, in float32.
+them. Here the predictor is built with `vdf.load` from the shipped configs (FlashDepth-S:
+``configs/flashdepth.yaml`` + ``configs/flashdepth/s.yaml``; the hybrid: ``configs/flashdepth.yaml``)
+with only the widths shrunk to the fixture's and the weight paths pointed at the fixture files,
+and run through vdf's inference path: the config's resolution rule and the `Streaming` strategy,
+one frame at a time with the carried Mamba state, in float32.
 """
 
 from __future__ import annotations
@@ -18,18 +19,22 @@ import pytest
 import torch
 import yaml
 
-from tests.fidelity import FIXTURES, build_model, load_case, max_relative_difference
+import vdf
+from tests.fidelity import FIXTURES, load_case, max_relative_difference
+from vdf.cli import main
 from vdf.inference import Streaming
-from vdf.inference.resolution import CapThenRoundToMultiple, run_at_resolution
 from vdf.models.dav2 import normalize_imagenet
+from vdf.predictors.resolution import CapThenRoundToMultiple, run_at_resolution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"s": "configs/flashdepth_s.yaml", "full": "configs/flashdepth.yaml"}
+BASE = os.path.join(ROOT, "configs", "flashdepth.yaml")
+# The shipped recipes: the family base, then the variant's overlay.
+CONFIGS = {"s": [BASE, os.path.join(ROOT, "configs", "flashdepth", "s.yaml")], "full": [BASE]}
 TOLERANCE = 1e-4
 
 
-def _overrides(case: str, meta: dict) -> list[str]:
-    """The fixture's tiny widths and weight file, as arguments of the shipped config.
+def _overrides(case: str, meta: dict) -> dict:
+    """The fixture's tiny widths and weight file, as one more layer of the shipped config.
 
     The rest of the model (variant, Mamba placement, conv width, fusion blocks and heads, the
     teacher's role) is the config's. ``mamba_downsample`` and ``teacher_resolution`` are the two
@@ -65,31 +70,33 @@ def _overrides(case: str, meta: dict) -> list[str]:
             "teacher_out_channels": teacher_channels,
             "teacher_resolution": meta["teacher_resolution"],
         })
-    # One more config layer (a YAML string), so that nulls are nulls.
-    return ["--config", yaml.safe_dump({"model": {"init_args": {"net": {"init_args": args}}}})]
+    # A config layer (not `vdf.load` keyword overrides), so that nulls are nulls.
+    return {"model": {"init_args": {"predictor": {"init_args": {"net": {"init_args": args}}}}}}
 
 
 @pytest.fixture(scope="module", params=["s", "full"])
-def case(request):
+def case(request, tmp_path_factory):
     tensors, meta = load_case("flashdepth", request.param)
-    task = build_model(os.path.join(ROOT, CONFIGS[request.param]), *_overrides(request.param, meta))
-    return request.param, task, tensors, meta
+    layer = tmp_path_factory.mktemp("flashdepth") / "fixture.yaml"
+    layer.write_text(yaml.safe_dump(_overrides(request.param, meta)))
+    predictor = vdf.load([*CONFIGS[request.param], layer], device="cpu")
+    return request.param, predictor, tensors, meta
 
 
 def test_streaming_inference_equals_the_official_pipeline(case):
-    name, task, tensors, meta = case
-    assert isinstance(task.resolution, CapThenRoundToMultiple) and isinstance(task.strategy, Streaming)
-    assert task.net.variant == name and task.input_size is None
+    name, predictor, tensors, meta = case
+    assert isinstance(predictor.resolution, CapThenRoundToMultiple) and isinstance(predictor.strategy, Streaming)
+    assert predictor.net.variant == name and predictor.input_size is None
     frames = tensors["frames"].float() / 255  # decoded 8-bit frames, (T, 3, H, W) in [0, 1]
     height, width = frames.shape[-2:]
-    size = task.resolution.size(height, width)
+    size = predictor.resolution.size(height, width)
     assert list(size) == meta["processed_size"]
     with torch.no_grad():
         # At the processed size (the official output), frame by frame with the carried state ...
-        prepared = [task.resolution.prepare(frame[None], size)[0] for frame in frames]
-        processed = list(task.strategy(task, iter(prepared)))
+        prepared = [predictor.resolution.prepare(frame[None], size)[0] for frame in frames]
+        processed = list(predictor.strategy(predictor, iter(prepared)))
         # ... and the whole path, prediction mapped back to the input size.
-        restored = list(run_at_resolution(task.resolution, task.strategy, task, iter(frames)))
+        restored = list(predictor.stream(iter(frames)))
     differences = []
     for t in range(meta["frames"]):
         ours, theirs = processed[t], tensors["official.processed"][t]
@@ -105,11 +112,11 @@ def test_streaming_inference_equals_the_official_pipeline(case):
 def test_the_fixture_exercises_the_recurrence(case):
     # Restarting the state at every frame must miss the official outputs of the later frames by
     # far more than the tolerance: the test above really checks the carried Mamba state.
-    name, task, tensors, meta = case
+    _name, predictor, tensors, meta = case
     assert meta["temporal_effect"] > 0.05
     frames = tensors["frames"].float() / 255
     with torch.no_grad():
-        restarted = list(run_at_resolution(task.resolution, Streaming(reset_every=1), task, iter(frames)))
+        restarted = list(run_at_resolution(predictor.resolution, Streaming(reset_every=1), predictor, iter(frames)))
     official = tensors["official.restored"]
     assert max_relative_difference(restarted[0], official[0]) <= TOLERANCE
     later = max(max_relative_difference(restarted[t], official[t]) for t in range(1, meta["frames"]))
@@ -131,14 +138,22 @@ def test_the_resolution_rule_reproduces_the_official_reader():
     assert difference <= TOLERANCE
 
 
-@pytest.mark.parametrize("config", ["flashdepth_s", "flashdepth_l", "flashdepth"])
-def test_shipped_configs_run_the_official_inference_settings(config):
+@pytest.mark.parametrize("overlay", ["s", "l", None], ids=["flashdepth-s", "flashdepth-l", "flashdepth"])
+def test_shipped_configs_run_the_official_inference_settings(overlay, capsys, in_tmp_cwd):
     # The official inference autocasts to bfloat16; the native-resolution rule runs at test and
-    # predict time only, training keeps the data's crop size.
-    data = yaml.safe_load(open(os.path.join(ROOT, "configs", f"{config}.yaml")))
+    # predict time only, training keeps the data's crop size. The recipe as the CLI composes it
+    # (the family base, then the variant's overlay), resolved without building the networks.
+    configs = [BASE] + ([os.path.join(ROOT, "configs", "flashdepth", f"{overlay}.yaml")] if overlay else [])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *[x for c in configs for x in ("--config", c)], "--print_config"])
+    assert exit_info.value.code in (0, None)
+    data = yaml.safe_load(capsys.readouterr().out)
     assert data["trainer"]["precision"] == "bf16-mixed"
     init = data["model"]["init_args"]
-    assert init["resolution"]["class_path"].endswith("CapThenRoundToMultiple")
-    assert init["resolution"]["init_args"] == {"max_size": 2044, "multiple": 14, "rounding": "up",
-                                               "mode": "bicubic", "clip": True}
-    assert init.get("input_size") is None and "loss" not in init  # default: L1 on 100/depth
+    predictor = init["predictor"]["init_args"]
+    assert predictor["resolution"]["class_path"].endswith("CapThenRoundToMultiple")
+    # The official settings; the resolved config also lists the arguments left at their defaults.
+    assert predictor["resolution"]["init_args"] == {"max_size": 2044, "multiple": 14, "rounding": "up",
+                                                    "mode": "bicubic", "antialias": False, "clip": True,
+                                                    "restore_mode": "bilinear", "restore_align_corners": True}
+    assert predictor.get("input_size") is None and init.get("loss") is None  # default: L1 on 100/depth

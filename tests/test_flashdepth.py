@@ -12,9 +12,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from official_layouts import official_shapes, random_tensors
-from vdf.models.weights import StateDictMismatchError
+
 from vdf.models.dav2 import DepthAnythingV2
 from vdf.models.flashdepth import (
     FlashDepth,
@@ -25,6 +24,7 @@ from vdf.models.flashdepth import (
     vdf_to_flashdepth_official,
 )
 from vdf.models.hybrid_fusion import HybridFusion
+from vdf.models.weights import StateDictMismatchError
 
 # Tiny widths for CPU (what configs/tiny/flashdepth*.yaml use).
 TINY_STUDENT = dict(

@@ -4,12 +4,13 @@ import os
 
 import pytest
 import torch
+from recipes import tiny_args
 from torch import nn
 
 from vdf.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "configs", "tiny", "dav2.yaml")
+TINY = tiny_args("dav2")
 
 
 class NaNAfter(nn.Module):
@@ -28,7 +29,7 @@ class NaNAfter(nn.Module):
 
 def test_nonfinite_loss_stops_naming_step_and_sequences_after_saving_the_last_good_state(in_tmp_cwd):
     with pytest.raises(FloatingPointError) as error:
-        main(["fit", "--config", TINY, "--model.init_args.loss", f"{__name__}.NaNAfter",
+        main(["fit", *TINY, "--model.init_args.loss", f"{__name__}.NaNAfter",
               "--model.init_args.loss.steps", "2"])
     message = str(error.value)
     assert "global step 2" in message and "synthetic_world/episode_" in message
@@ -40,17 +41,16 @@ def test_nonfinite_loss_stops_naming_step_and_sequences_after_saving_the_last_go
 
 
 def test_checkpoint_of_another_architecture_is_one_clear_error(in_tmp_cwd):
-    flash = os.path.join(ROOT, "configs", "tiny", "flashdepth_s.yaml")
-    cli = main(["fit", "--config", flash, "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"])
+    cli = main(["fit", *tiny_args("flashdepth", "s"), "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"])
     ckpt = os.path.join(cli.trainer.log_dir, "checkpoints", "last.ckpt")
     with pytest.raises(ValueError, match=r"was trained with vdf.tasks.FlashDepthTask, but the config builds "
                                          r"vdf.tasks.FrameDepthTask: use the config the checkpoint was trained with"):
-        main(["validate", "--config", TINY, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1"])
+        main(["validate", *TINY, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1"])
 
 
 def test_checkpoint_of_the_same_task_with_other_widths_is_one_clear_error(in_tmp_cwd):
-    cli = main(["fit", "--config", TINY, "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"])
+    cli = main(["fit", *TINY, "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"])
     ckpt = os.path.join(cli.trainer.log_dir, "checkpoints", "last.ckpt")
     with pytest.raises(ValueError, match=r"does not fit FrameDepthTask as configured: .* missing keys .*Use the config"):
-        main(["validate", "--config", TINY, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1",
-              "--model.init_args.net.init_args.depth", "5"])
+        main(["validate", *TINY, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1",
+              "--model.init_args.predictor.init_args.net.init_args.depth", "5"])

@@ -113,7 +113,7 @@ def test_mp4_h264_roundtrip(tmp_path):
     assert indices == list(range(12)) and len(source) == 12
     for written, got in zip(frames, out):
         assert got.shape == (3, 48, 64) and got.dtype == torch.float32
-        assert 0 <= got.min() and got.max() <= 1
+        assert got.min() >= 0 and got.max() <= 1
         assert np.abs(as_uint8(got) - written).mean() < 4  # lossy h264 on a smooth ramp
 
 
@@ -592,7 +592,7 @@ def test_frames_stream_in_constant_memory(tmp_path):
     tracemalloc.start()
     try:
         count = 0
-        for i, frame in source.frames():
+        for _, frame in source.frames():
             refs.append(weakref.ref(frame))
             count += 1
         _, peak = tracemalloc.get_traced_memory()
@@ -666,7 +666,7 @@ TREE = [
 
 def test_find_inputs_tree(tmp_path):
     root = make_tree(tmp_path / "data", TREE)
-    rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]  # noqa: E731
+    rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]
     assert rel(find_inputs(root)) == [
         "a.mp4", "B.MOV", "clip9.webm", "clip10.mkv", "deep/er/est/d.mp4", "mixed/take.mp4", "seq2",
         "sub/c.avi", "sub/seq",

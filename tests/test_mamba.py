@@ -145,7 +145,7 @@ def test_scan_is_stable_under_strong_decay_in_float32():
 LENGTH = 40
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _streaming_case(ngroups):
     m = make_layer(16 * ngroups, 8, ngroups, chunk_size=8)
     u = tokens(m, 2, LENGTH)

@@ -225,7 +225,7 @@ def test_clip_before_fit_changes_the_result():
     assert out == clipped
     # without the pre-fit clip the fit (on -1, -0.5, 0.5, 1) is different
     y = 1 / (gt.ravel() + 1e-8)
-    s_raw, b_raw = np.linalg.lstsq(np.stack([pred.ravel(), np.ones(4)], 1), y, rcond=None)[0]
+    s_raw, _b_raw = np.linalg.lstsq(np.stack([pred.ravel(), np.ones(4)], 1), y, rcond=None)[0]
     s_clip, b_clip = np.linalg.lstsq(np.stack([np.maximum(pred.ravel(), 1e-3), np.ones(4)], 1), y, rcond=None)[0]
     assert abs(s_raw - s_clip) > 1e-2
     assert out["scale"] == pytest.approx(s_clip, rel=1e-10)
@@ -371,7 +371,7 @@ def test_boundary_hand_cases():
     # a weak step (disparity ratio 1.15) is an edge only for thresholds below 1.15 (the first 5)
     weak = np.ones((5, 6))
     weak[:, 3:] = 1.15
-    t, w = boundary_thresholds()
+    _t, w = boundary_thresholds()
     assert boundary_f1(weak, weak) == pytest.approx(0.25 * float(w[:5].sum()), rel=1e-12)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from recipes import tiny_args
 
 from vdf.callbacks.prediction_writer import DepthPredictionWriter
 from vdf.cli import main
@@ -18,12 +19,12 @@ from vdf.data.datasets.synthetic import SyntheticWorld
 from vdf.io import outputs_complete, write_episodes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "configs", "tiny", "dav2.yaml")
+TINY = tiny_args("dav2")
 
 
 def vdf_predict(inp, out, *extra, timeout=240):
     return subprocess.run(
-        [sys.executable, "-m", "vdf", "predict", "--config", TINY, "--input", str(inp), "--output", str(out), *extra],
+        [sys.executable, "-m", "vdf", "predict", *TINY, "--input", str(inp), "--output", str(out), *extra],
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -67,7 +68,7 @@ def test_predict_folder_writes_good_inputs_reports_bad_ones_and_skips_on_rerun(f
 
     # Re-runs, in-process (the exit status was checked above).
     mtime = (out / "frames.npz").stat().st_mtime_ns
-    args = ["predict", "--config", TINY, "--input", str(folder), "--output", str(out), "--data.predict_glob", "frames"]
+    args = ["predict", *TINY, "--input", str(folder), "--output", str(out), "--data.predict_glob", "frames"]
     second = _writer(main(args))
     assert [(r["name"], r["status"]) for r in second.results] == [("frames", "skipped")]
     assert (out / "frames.npz").stat().st_mtime_ns == mtime
@@ -84,7 +85,7 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_finishes
     inp, out = tmp_path / "in", tmp_path / "out"
     write_episodes(SyntheticWorld(num_episodes=1, num_frames=400, height=48, width=64, seed=4), inp)
     name = "episode_00000"
-    cmd = [sys.executable, "-m", "vdf", "predict", "--config", TINY, "--input", str(inp), "--output", str(out)]
+    cmd = [sys.executable, "-m", "vdf", "predict", *TINY, "--input", str(inp), "--output", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -113,7 +114,7 @@ def test_predict_datasets_are_written_when_an_output_folder_is_given(tmp_path):
     write_episodes(SyntheticWorld(num_episodes=2, num_frames=5, height=32, width=48, seed=9), tmp_path / "eps")
     dataset = json.dumps([{"class_path": "vdf.data.datasets.episodes.EpisodeFolder",
                            "init_args": {"root": str(tmp_path / "eps"), "name": "demo"}}])
-    cli = main(["predict", "--config", TINY, "--data.predict", dataset, "--output", str(tmp_path / "out"),
+    cli = main(["predict", *TINY, "--data.predict", dataset, "--output", str(tmp_path / "out"),
                 "--writer.png16", "true"])
     writer = _writer(cli)
     assert [r["status"] for r in writer.results] == ["ok", "ok"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vdf.inference.resolution import (
+from vdf.predictors.resolution import (
     CenterCropToMultiple,
     FixedSize,
     Resolution,

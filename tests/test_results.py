@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from recipes import tiny_args
 
 from vdf.cli import main
 from vdf.results import collect
@@ -15,8 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_vdf_test_writes_results_and_runs_collect_into_one_table(in_tmp_cwd):
     dirs = []
-    for name in ("dav2", "flashdepth_s"):
-        cli = main(["test", "--config", os.path.join(ROOT, "configs", "tiny", f"{name}.yaml"),
+    for name, recipe in (("dav2", tiny_args("dav2")), ("flashdepth_s", tiny_args("flashdepth", "s"))):
+        cli = main(["test", *recipe,
                     "--model.init_args.tae", "true", "--trainer.limit_test_batches", "1"])
         dirs.append(cli.trainer.log_dir)
         run = json.loads(open(os.path.join(cli.trainer.log_dir, "results.json")).read())

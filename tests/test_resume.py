@@ -36,7 +36,7 @@ from vdf.data.sampler import MixedLengthBatchSampler
 from vdf.data.types import ClipRequest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "tiny" / "dav2.yaml"
+CONFIG = ["--config", str(REPO / "configs" / "dav2.yaml"), "--config", str(REPO / "configs" / "tiny" / "dav2.yaml")]
 
 # 10 planned batches per epoch cut to 8 by Lightning: the sampler has batches left over at the
 # epoch's end, which a wrong resume at the boundary would train on.
@@ -159,8 +159,8 @@ def runs(tmp_path_factory) -> dict:
     full_dir = tmp_path_factory.mktemp("full") / "runs" / "dav2" / "version_0"
     killed_dir = tmp_path_factory.mktemp("killed") / "runs" / "dav2" / "version_0"
     # Both first runs at once (2 cores); the uninterrupted one is the reference.
-    full = _fit(full_dir.parents[2], "--config", str(CONFIG), *RUN_ARGS)
-    killed = _fit(killed_dir.parents[2], "--config", str(CONFIG), *RUN_ARGS)
+    full = _fit(full_dir.parents[2], *CONFIG, *RUN_ARGS)
+    killed = _fit(killed_dir.parents[2], *CONFIG, *RUN_ARGS)
     target = killed_dir / "checkpoints" / KILL_AFTER
     deadline = time.monotonic() + 120
     # Lightning writes checkpoints atomically (temp file + move), so the file is complete once seen.

@@ -80,7 +80,7 @@ def test_apply_rope_is_a_rotation_of_each_adjacent_pair():
     x = torch.randn(3, 2, 5, 16, dtype=torch.float64)
     cos, sin = rope_angles(torch.arange(5)[None] * 3, dim=16)
     y = apply_rope(x, cos[:, None], sin[:, None])
-    pair_norm = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)  # noqa: E731
+    pair_norm = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)
     torch.testing.assert_close(pair_norm(y), pair_norm(x))
     torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
     # position 0 is the identity

@@ -173,7 +173,7 @@ def test_ranks_get_equal_counts_and_their_interleave_is_the_global_plan(
         for k, batch in enumerate(batches):
             assert batch == plan[(k * num_replicas + rank) % len(plan)]
     if len(plan) % num_replicas == 0:  # no padding: each planned batch is on exactly one rank
-        assert sorted(map(repr, sum(per_rank, []))) == sorted(map(repr, plan))
+        assert sorted(repr(b) for batches in per_rank for b in batches) == sorted(map(repr, plan))
     elif not config["drop_last"]:  # padding: every planned batch is covered
         seen = {repr(b) for batches in per_rank for b in batches}
         assert seen == {repr(b) for b in plan}

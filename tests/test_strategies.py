@@ -102,16 +102,16 @@ def test_independent_windows_reject_bad_settings(kwargs):
 
 
 def test_vdf_test_runs_sequences_through_the_configured_strategy(in_tmp_cwd):
-    import os
+
+    from recipes import tiny_args
 
     from vdf.cli import main
 
-    tiny = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny", "dav2.yaml")
-    args = ["test", "--config", tiny, "--trainer.limit_test_batches", "1"]
+    args = ["test", *tiny_args("dav2"), "--trainer.limit_test_batches", "1"]
     per_frame = main(args).trainer.callback_metrics["test/abs_rel"].item()
-    windows = main([*args, "--model.init_args.strategy", "vdf.inference.IndependentWindows",
-                    "--model.init_args.strategy.window", "3", "--model.init_args.strategy.overlap", "1"])
-    assert isinstance(windows.model.strategy, IndependentWindows) and windows.model.strategy.window == 3
+    windows = main([*args, "--model.init_args.predictor.init_args.strategy", "vdf.inference.IndependentWindows",
+                    "--model.init_args.predictor.init_args.strategy.window", "3", "--model.init_args.predictor.init_args.strategy.overlap", "1"])
+    assert isinstance(windows.model.predictor.strategy, IndependentWindows) and windows.model.predictor.strategy.window == 3
     # A per-frame network gives the same per-frame outputs whatever the windowing.
     assert windows.trainer.callback_metrics["test/abs_rel"].item() == pytest.approx(per_frame, abs=1e-6)
 

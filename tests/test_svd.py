@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vdf.models.weights import StateDictMismatchError
 from vdf.models.svd import (
     CLIP_MEAN,
     CLIP_STD,
+    SVDVAE,
     CLIPFrameEmbedder,
     SVDDepthDenoiser,
     SVDUNet,
-    SVDVAE,
     ZeroFrameEmbedder,
     parameter_group,
     spatial_temporal_split,
 )
+from vdf.models.weights import StateDictMismatchError
 
 TINY_UNET = dict(
     block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4), cross_attention_dim=32,

@@ -81,7 +81,7 @@ def test_sample_keys_shapes_dtypes_and_ranges(size):
     assert s["intrinsics"].shape == (5, 3, 3) and s["intrinsics"].dtype == torch.float32
     assert s["cam_to_world"].shape == (5, 4, 4) and s["cam_to_world"].dtype == torch.float32
     assert s["meta"] == {"dataset": "synthetic_world", "sequence": "episode_00002", "paths": []}
-    assert 0.0 <= s["video"].min() and s["video"].max() <= 1.0
+    assert s["video"].min() >= 0.0 and s["video"].max() <= 1.0
     assert s["video"].std() > 0.05  # textured, not a flat colour
     # A closed room: every ray hits something within the documented range.
     assert s["valid"].all()
@@ -227,7 +227,7 @@ def test_nothing_lies_between_the_camera_and_the_visible_surface():
     ds = SyntheticWorld(num_episodes=3, num_frames=4, height=30, width=44, seed=2)
     for index in range(3):
         scene = ds.scene(index)
-        sample, surface = ds.render(index, [1, 3])
+        sample, _surface = ds.render(index, [1, 3])
         for t, frame in enumerate([1, 3]):
             o = sample["cam_to_world"][t, :3, 3].double()
             points = unproject(sample, t).reshape(-1, 3)

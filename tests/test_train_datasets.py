@@ -70,7 +70,7 @@ needs_exr = pytest.mark.skipif(not encoder_available("exr"), reason="this PyAV b
 def _check_contract(sample, t, size):
     h, w = size
     assert sample["video"].shape == (t, 3, h, w) and sample["video"].dtype == torch.float32
-    assert 0 <= float(sample["video"].min()) and float(sample["video"].max()) <= 1
+    assert float(sample["video"].min()) >= 0 and float(sample["video"].max()) <= 1
     assert sample["depth"].shape == (t, 1, h, w) and sample["depth"].dtype == torch.float32
     assert sample["valid"].shape == (t, 1, h, w) and sample["valid"].dtype == torch.bool
     assert sample["frame_index"].dtype == torch.int64 and sample["frame_index"].shape == (t,)

@@ -2,6 +2,7 @@ import glob
 import os
 
 import torch
+from recipes import tiny_args
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vdf.callbacks.visualization import colorize
@@ -22,8 +23,7 @@ def test_colorize_uses_one_range_per_clip_and_blacks_out_invalid_pixels():
 
 
 def test_fit_logs_scalars_and_a_depth_grid_to_tensorboard(in_tmp_cwd):
-    config = os.path.join(ROOT, "configs", "tiny", "dav2.yaml")
-    cli = main(["fit", "--config", config, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])
+    cli = main(["fit", *tiny_args("dav2"), "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"])
     events = EventAccumulator(glob.glob(os.path.join(cli.trainer.log_dir, "events.out.tfevents.*"))[0])
     events.Reload()
     assert {"train/loss", "val/abs_rel", "val/synthetic_world/delta1"} <= set(events.Tags()["scalars"])

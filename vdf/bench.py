@@ -6,7 +6,7 @@ Each config is a ``vdf fit`` config (parsed exactly as ``vdf`` parses it, model 
 the weight files it names are ignored unless ``--no_random_weights``);
 ``--strategy`` replaces the config's long-video strategy (one for all, or one per config, ``default``
 keeps the config's). Every model streams the same video (a synthetic-world episode, or random
-frames) through ``model.strategy``.
+frames) through the predictor's strategy.
 
 Measurement:
 
@@ -47,8 +47,8 @@ import torch
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from vdf.inference.resolution import run_at_resolution
 from vdf.models.weights import is_weights_argument
+from vdf.predictors.resolution import run_at_resolution
 
 MB = 1024.0 * 1024.0
 
@@ -60,7 +60,7 @@ class BenchSpec:
     name: str
     args: list[str]
     config: str = ""
-    strategy: Optional[str] = None
+    strategy: str | None = None
 
 
 @dataclass
@@ -74,7 +74,7 @@ class BenchSettings:
     bf16: bool = False
     compile: bool = False
     video: str = "synthetic"
-    threads: Optional[int] = None
+    threads: int | None = None
     seed: int = 0
 
 
@@ -94,13 +94,13 @@ class BenchResult:
     peak_total_mb: float = 0.0
     memory_kind: str = ""
     fps_ratio: float = 1.0
-    memory_ratio: Optional[float] = 1.0
+    memory_ratio: float | None = 1.0
 
 
 # --------------------------------------------------------------------------- memory
 
 
-def _status_kb(key: str) -> Optional[int]:
+def _status_kb(key: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -208,20 +208,14 @@ def weight_file_overrides(config_paths: list[str]) -> list[str]:
                         hit = True
         return hit
 
-    for path in config_paths:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        model: dict[str, Any] = {}
-        if walk(data.get("model"), model):
-            found = True
-            nulls = _deep_merge(nulls, model)
+    from vdf.cli import merge_configs
+
+    # The layered result, where a later class_path replaces an earlier node, so that no weights
+    # argument of a class an overlay replaced is nulled.
+    merged = merge_configs(config_paths)
+    if walk(merged.get("model"), nulls):
+        found = True
     return ["--config", yaml.safe_dump({"model": nulls})] if found else []
-
-
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _strategy_name(strategy: str) -> str:
@@ -253,7 +247,7 @@ class _Runner:
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
         self.cuda = self.device.type == "cuda"
-        model = build_model(spec.args)
+        model = build_model(spec.args).predictor
         model.to(self.device).eval()
         model.requires_grad_(False)
         if settings.compile:
@@ -450,41 +444,52 @@ def to_markdown(results: list[BenchResult], settings: BenchSettings) -> str:
 
 
 def _specs(
-    configs: list[str], strategies: list[str] | None, names: list[str] | None, random_weights: bool = True
+    configs: list[str], strategies: list[str] | None, names: list[str] | None, random_weights: bool = True,
+    tiny: bool = False,
 ) -> list[BenchSpec]:
-    for path in configs:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config file not found: {path!r}")
+    from vdf.cli import run_name, tiny_configs
+
+    layered = [entry.split("+") for entry in configs]
+    for paths in layered:
+        for path in paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"config file not found: {path!r}")
     if strategies and len(strategies) not in (1, len(configs)):
         raise ValueError(f"give one --strategy for all configs or one per config ({len(configs)}), got {len(strategies)}")
     if names and len(names) != len(configs):
         raise ValueError(f"give one --names entry per config ({len(configs)}), got {len(names)}")
     specs = []
-    for i, path in enumerate(configs):
+    for i, paths in enumerate(layered):
         strategy = None if not strategies else strategies[0 if len(strategies) == 1 else i]
         strategy = None if strategy in (None, "default") else strategy
-        args = ["--config", path]
+        paths = tiny_configs(paths) if tiny else paths
+        args = [x for path in paths for x in ("--config", path)]
         if random_weights:
-            args += weight_file_overrides([path])
+            args += weight_file_overrides(paths)
         if strategy is not None:
-            args += ["--model.init_args.strategy", _strategy_value(strategy)]
-        name = names[i] if names else Path(path).stem + (f" + {_strategy_name(strategy)}" if strategy else "")
-        specs.append(BenchSpec(name=name, args=args, config=path, strategy=strategy))
+            args += ["--model.init_args.predictor.init_args.strategy", _strategy_value(strategy)]
+        name = names[i] if names else run_name(paths) + (f" + {_strategy_name(strategy)}" if strategy else "")
+        specs.append(BenchSpec(name=name, args=args, config="+".join(paths), strategy=strategy))
     return specs
 
 
 def bench(
     configs: list[str],
-    strategy: Optional[list[str]] = None,
-    names: Optional[list[str]] = None,
+    strategy: list[str] | None = None,
+    names: list[str] | None = None,
     settings: BenchSettings | None = None,
     isolate: bool = True,
-    output: Optional[str] = None,
+    output: str | None = None,
     random_weights: bool = True,
+    tiny: bool = False,
 ) -> dict[str, Any]:
-    """Measure ``configs`` side by side; print a markdown table; write JSON to ``output``."""
+    """Measure ``configs`` side by side; print a markdown table; write JSON to ``output``.
+
+    Each entry of ``configs`` is a config file or several joined by ``+`` (a recipe and its
+    overlays: ``configs/flashdepth.yaml+configs/flashdepth/s.yaml``); ``tiny`` adds each recipe's
+    tiny overlay (``configs/tiny/<family>.yaml``)."""
     settings = settings or BenchSettings()
-    specs = _specs(configs, strategy, names, random_weights)
+    specs = _specs(configs, strategy, names, random_weights, tiny)
     check_settings(settings)
     results = measure(specs, settings, isolate=isolate)
     table = to_markdown(results, settings)
@@ -512,7 +517,9 @@ def bench(
 def main(args: list[str] | None = None) -> dict[str, Any]:
     """``vdf bench CONFIG [CONFIG ...] [options]``."""
     parser = ArgumentParser(prog="vdf bench", description="Frames/s and peak memory of vdf models, side by side.")
-    parser.add_argument("configs", nargs="+", help="model configs (as for vdf fit --config), compared in this order")
+    parser.add_argument("configs", nargs="+", help="model configs (as for vdf fit --config; a recipe and its overlays "
+                        "joined by '+'), compared in this order")
+    parser.add_argument("--tiny", action=ActionYesNo, default=False, help="add each recipe's tiny overlay (configs/tiny/)")
     parser.add_argument(
         "--strategy", type=Optional[list[str]], default=None,
         help="long-video strategy per config (or one for all): a class path such as vdf.inference.IndependentWindows, "
@@ -542,7 +549,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     )
     return bench(
         cfg.configs, cfg.strategy, cfg.names, settings, isolate=cfg.isolate, output=cfg.output,
-        random_weights=cfg.random_weights,
+        random_weights=cfg.random_weights, tiny=cfg.tiny,
     )
 
 

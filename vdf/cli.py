@@ -41,16 +41,18 @@ class VDFCLI(LightningCLI):
         parser.link_arguments("overwrite", "writer.overwrite")
 
     def before_instantiate_classes(self) -> None:
-        # Name the TensorBoard run after the last config file, so runs/ reads like configs/.
+        # Name the TensorBoard run after the recipe (runs/<family>[_<stage>]/), so runs/ reads like configs/.
         config = self.config[self.subcommand] if self.subcommand else self.config
-        files = config.get("config") or []
+        files = [str(f) for f in config.get("config") or []]
         logger = config.get("trainer.logger")
         if files and isinstance(logger, Namespace) and logger.get("init_args.name") == DEFAULT_RUN_NAME:
-            logger.init_args.name = Path(str(files[-1])).stem
+            logger.init_args.name = run_name(files)
+        for message in carried_init_args([f for f in files if Path(f).is_file()]):
+            print(f"vdf: warning: {message}", file=sys.stderr)
 
     def _parse_ckpt_path(self) -> None:
         # Lightning merges the checkpoint's hyperparameters over the parsed model config, so a
-        # test-time `--model.init_args.steps 1` or `tae: true` would be silently replaced by the
+        # test-time `--model.init_args.predictor.init_args.steps 1` or `tae: true` would be silently replaced by the
         # training run's value. In vdf the config (and the command line) says how the model is
         # built and evaluated, and the checkpoint only brings the weights; a checkpoint of another
         # task is refused in one plain line rather than as a parser error about missing arguments.
@@ -78,6 +80,145 @@ class VDFCLI(LightningCLI):
             if root is error:
                 raise
             raise root from None
+
+
+#: Overlay folders under configs/ that do not name a recipe (runs are named after the recipe).
+OVERLAY_FOLDERS = ("tiny", "data")
+
+
+def _recipe_parts(path: str) -> tuple[str, str | None] | None:
+    """``(family, stage)`` of ``configs/<family>.yaml`` or ``configs/<family>/<stage>.yaml``; None for
+    a tiny or data overlay."""
+    p = Path(path)
+    if p.parent.name in OVERLAY_FOLDERS:
+        return None
+    if p.parent.name != "configs" and (p.parent.parent / f"{p.parent.name}.yaml").is_file():
+        return p.parent.name, p.stem
+    return p.stem, None
+
+
+def run_name(configs: list[str]) -> str:
+    """The run's name: ``<family>_<stage>`` of the last stage overlay, else the last recipe's name.
+
+    ``configs/depthcrafter.yaml configs/depthcrafter/stage2.yaml configs/tiny/depthcrafter.yaml``
+    -> ``depthcrafter_stage2``; ``configs/dav2.yaml configs/data/sintel.yaml`` -> ``dav2``.
+    """
+    for path in reversed(configs):
+        parts = _recipe_parts(path)
+        if parts is not None:
+            family, stage = parts
+            return family if stage is None else f"{family}_{stage}"
+    return Path(configs[-1]).stem
+
+
+def tiny_configs(configs: list[str]) -> list[str]:
+    """``configs`` with the family's tiny overlay (``configs/tiny/<family>.yaml``) inserted after the
+    recipe's own files and before data overlays: what ``vdf experiment --tiny`` and the docs runner
+    run in place of a paper-scale recipe. Unchanged when the family has no tiny overlay or it is
+    already there."""
+    out = list(configs)
+    positions = [i for i, c in enumerate(out) if _recipe_parts(c) is not None]
+    if not positions or any(Path(c).parent.name == "tiny" for c in out):
+        return out
+    family = _recipe_parts(out[positions[0]])[0]
+    root = Path(out[positions[0]]).parent
+    root = root.parent if root.name == family else root
+    tiny = root / "tiny" / f"{family}.yaml"
+    if not tiny.is_file():
+        return out
+    out.insert(positions[-1] + 1, str(tiny))
+    return out
+
+
+def _init_parameters(cls: type) -> dict[str, type]:
+    """Constructor parameter names of ``cls`` (following ``**kwargs`` up the bases), each with the
+    class that defines it."""
+    import inspect
+
+    found: dict[str, type] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        for name, param in params.items():
+            if name != "self" and param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                found.setdefault(name, klass)
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return found
+
+
+def _carried(old_path: str, new_path: str, left: set[str]) -> list[str]:
+    """The arguments of ``left`` that the new class accepts with another meaning than the old
+    class's (not inherited from a class both share)."""
+    import importlib
+
+    def load(path: str):
+        module, _, name = path.rpartition(".")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            return None
+
+    old_cls, new_cls = load(old_path), load(new_path)
+    if old_cls is None or new_cls is None:
+        return sorted(left)
+    old_params, new_params = _init_parameters(old_cls), _init_parameters(new_cls)
+    return sorted(k for k in left if k in new_params and new_params[k] is not old_params.get(k))
+
+
+def carried_init_args(configs: list[str]) -> list[str]:
+    """Warnings for overlays that change a ``class_path`` while an earlier file gave ``init_args``
+    the overlay does not set again: jsonargparse carries such arguments over to the new class when
+    it accepts them, which silently mixes two recipes (e.g. SegmentStitching's ``overlap`` into an
+    IndependentWindows overlay). Arguments both classes inherit from a shared base mean the same
+    thing and are not reported."""
+    import yaml
+
+    warnings_: list[str] = []
+
+    def walk(old, new, key: str, where: str) -> None:
+        if not isinstance(old, dict) or not isinstance(new, dict):
+            return
+        if "class_path" in old and "class_path" in new and old["class_path"] != new["class_path"]:
+            left = set(old.get("init_args") or {}) - set(new.get("init_args") or {})
+            left = _carried(old["class_path"], new["class_path"], left) if left else []
+            if left:
+                warnings_.append(f"{where} changes {key} from {old['class_path']} to {new['class_path']}; "
+                                 f"the earlier init_args {sorted(left)} carry over where the new class accepts them")
+            return
+        for k in set(old) & set(new):
+            walk(old[k], new[k], f"{key}.{k}" if key else k, where)
+
+    merged: dict = {}
+    for path in configs:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        walk(merged, data, "", str(path))
+        merged = _merge(merged, data)
+    return warnings_
+
+
+def merge_configs(configs: list[str]) -> dict:
+    """The YAML of ``configs`` layered in order (a node whose ``class_path`` changes is replaced, as
+    the parser replaces the class), for tools that read configs without parsing them."""
+    import yaml
+
+    merged: dict = {}
+    for path in configs:
+        merged = _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return merged
+
+
+def _merge(base, over):
+    if isinstance(base, dict) and isinstance(over, dict):
+        if "class_path" in over and base.get("class_path") not in (None, over["class_path"]):
+            return over
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return over
 
 
 def _root_cause(error: BaseException) -> BaseException:

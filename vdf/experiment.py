@@ -1,7 +1,7 @@
 """``vdf experiment FOLDER``: run an ablation grid, resume it, and write its tables and plots.
 
     vdf experiment experiments/flashdepth_temporal           # full mode (GPU-scale configs)
-    vdf experiment experiments/flashdepth_temporal --tiny    # tiny mode: configs/tiny twins, on CPU
+    vdf experiment experiments/flashdepth_temporal --tiny    # tiny mode: the configs' tiny overlays, on CPU
 
 An experiment is a folder holding ``grid.yaml`` (schema in ``docs/experiments.md``): base configs,
 axes mapping a name to labelled *overlays*, the *stages* each cell runs (``vdf fit``, ``vdf test``
@@ -57,9 +57,9 @@ class Overlay:
 
     configs: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
-    stages: Optional[list[str]] = None
+    stages: list[str] | None = None
 
-    def merge(self, other: "Overlay") -> "Overlay":
+    def merge(self, other: Overlay) -> Overlay:
         return Overlay(
             self.configs + other.configs,
             {**self.overrides, **other.overrides},
@@ -106,7 +106,7 @@ def expand(grid: dict[str, Any]) -> list[Cell]:
     base = grid.get("base") or []
     subgrids = grid.get("grids") or [{"axes": grid.get("axes") or {}}]
     cells: dict[str, Cell] = {}
-    for g, sub in enumerate(subgrids):
+    for sub in subgrids:
         axes = sub.get("axes") or {}
         sub_base = sub.get("base", base)
         sub_base = [sub_base] if isinstance(sub_base, str) else list(sub_base)
@@ -128,6 +128,29 @@ def expand(grid: dict[str, Any]) -> list[Cell]:
                 continue
             cells[cell_id] = Cell(cell_id, labels, sub_base, overlay)
     return list(cells.values())
+
+
+_PREDICTOR = "model.init_args.predictor"
+
+
+def _grouped(overrides: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The overrides as command-line pairs, those of the predictor's settings gathered into one
+    ``--model.init_args.predictor {"init_args": {...}}`` layer: given as dotted options three class
+    levels deep, jsonargparse would turn a ``null`` (or a class's ``None`` default) into "None"."""
+    pairs: list[tuple[str, Any]] = []
+    layer: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if not key.startswith(_PREDICTOR + ".init_args."):
+            pairs.append((key, value))
+            continue
+        if not layer:
+            pairs.append((_PREDICTOR, layer))
+        *parents, leaf = key[len(_PREDICTOR) + 1 :].split(".")
+        node = layer
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return pairs
 
 
 def _cli_value(value: Any) -> str:
@@ -174,7 +197,7 @@ class Experiment:
         self._done: dict[str, dict[str, Any]] = {}
 
     # -- paths ----------------------------------------------------------------------------------
-    def _find(self, path: str) -> Optional[str]:
+    def _find(self, path: str) -> str | None:
         """``path`` relative to the experiment folder, the working directory, or a folder above
         the experiment (the repository root holding ``configs/``), first found."""
         candidates = [self.folder / path, Path(path), *(parent / path for parent in self.folder.resolve().parents)]
@@ -184,23 +207,25 @@ class Experiment:
         return None
 
     def resolve_config(self, path: str) -> str:
-        """A config file of the grid (see `_find`); in tiny mode its tiny twin: the ``tiny.configs``
-        mapping, else ``configs/tiny/<name>.yaml`` for ``configs/<name>.yaml`` where it exists."""
+        """A config file of the grid (see `_find`); in tiny mode, the ``tiny.configs`` mapping applies."""
         if self.tiny:
-            mapped = (self.tiny_section.get("configs") or {}).get(path)
-            if mapped is not None:
-                path = mapped
-            else:
-                p = Path(path)
-                twin = str(p.parent / "tiny" / p.name)
-                if p.parent.name == "configs" and self._find(twin):
-                    path = twin
+            path = (self.tiny_section.get("configs") or {}).get(path, path)
         found = self._find(path)
         if found is None:
             raise FileNotFoundError(
                 f"config file not found: {path!r} (looked in {str(self.folder)!r}, the working directory and above the folder)"
             )
         return found
+
+    def config_args(self, configs: list[str]) -> list[str]:
+        """``--config`` arguments of ``configs``; in tiny mode with each recipe's tiny overlay
+        (``configs/tiny/<family>.yaml``, `vdf.cli.tiny_configs`)."""
+        from vdf.cli import tiny_configs
+
+        paths = [self.resolve_config(c) for c in configs]
+        if self.tiny:
+            paths = tiny_configs(paths)
+        return [x for path in paths for x in ("--config", path)]
 
     def stage_list(self, cell: Cell) -> list[dict[str, Any]]:
         if cell.overlay.stages is None:
@@ -246,13 +271,11 @@ class Experiment:
         stage_configs = stage.get("config") or []
         stage_configs = [stage_configs] if isinstance(stage_configs, str) else list(stage_configs)
         configs = [*cell.base, *stage_configs, *cell.overlay.configs]
-        args = [stage["command"]]
-        for c in configs:
-            args += ["--config", self.resolve_config(c)]
+        args = [stage["command"], *self.config_args(configs)]
         overrides = {**cell.overlay.overrides, **(stage.get("args") or {})}
         if self.tiny:
             overrides.update(self.tiny_section.get("overrides") or {})
-        for key, value in overrides.items():
+        for key, value in _grouped(overrides):
             value = _cli_value(value)
             value = _PLACEHOLDER.sub(lambda m: self._placeholder(cell, ran, previous, m), value)
             args += [f"--{key}", value]
@@ -288,11 +311,8 @@ class Experiment:
 
     def bench_args(self, cell: Cell) -> list[str]:
         """The model a cell measures: its configs and overrides (those that are not run paths)."""
-        configs = [*cell.base, *cell.overlay.configs]
-        args: list[str] = []
-        for c in configs:
-            args += ["--config", self.resolve_config(c)]
-        for key, value in cell.overlay.overrides.items():
+        args = self.config_args([*cell.base, *cell.overlay.configs])
+        for key, value in _grouped(cell.overlay.overrides):
             if key.split(".")[0] in ("model", "seed_everything"):
                 args += [f"--{key}", _cli_value(value)]
         return args
@@ -326,7 +346,7 @@ class Experiment:
         record: dict[str, Any] = {
             "id": cell.id,
             "labels": cell.labels,
-            "configs": [self.resolve_config(c) for c in [*cell.base, *cell.overlay.configs]],
+            "configs": self.config_args([*cell.base, *cell.overlay.configs])[1::2],
             "overrides": cell.overlay.overrides,
             "stages": ran,
             "results_stage": result_stage,
@@ -521,7 +541,7 @@ class Experiment:
         return written
 
 
-def _number(label: Any) -> Optional[float]:
+def _number(label: Any) -> float | None:
     match = re.search(r"\d+(\.\d+)?", str(label)) if label is not None else None
     return float(match.group(0)) if match else None
 
@@ -554,7 +574,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     """``vdf experiment FOLDER [--tiny] [--output DIR] [--cells ID ...]``."""
     parser = ArgumentParser(prog="vdf experiment", description="Run an ablation grid (grid.yaml), resuming completed cells.")
     parser.add_argument("folder", help="experiment folder holding grid.yaml")
-    parser.add_argument("--tiny", action=ActionYesNo, default=False, help="tiny mode: configs/tiny twins and the grid's tiny overrides (CPU)")
+    parser.add_argument("--tiny", action=ActionYesNo, default=False, help="tiny mode: the recipes' tiny overlays (configs/tiny/) and the grid's tiny overrides (CPU)")
     parser.add_argument("--output", type=Optional[str], default=None, help="where cells, tables and plots go (default FOLDER/results/{tiny,full})")
     parser.add_argument("--cells", type=Optional[list[str]], default=None, help="run only these cell ids")
     parser.add_argument("--list", action=ActionYesNo, default=False, help="print the cells and their stage commands, run nothing")

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FIXTURES, ROOT, import_official, make_video, recording, round_to_fp16_, save_case  # noqa: E402
+from common import FIXTURES, ROOT, import_official, make_video, recording, round_to_fp16_, save_case
 
 OUT = FIXTURES / "chronodepth"
 TINY_VAE = ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae"

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import FIXTURES, ROOT, import_official, recording, round_to_fp16_, save_case  # noqa: E402
+from common import FIXTURES, ROOT, import_official, recording, round_to_fp16_, save_case
 
 TINY_VAE = ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae"
 
@@ -184,7 +184,7 @@ def compare_float16(official: dict, folder: Path) -> None:
     from safetensors.torch import load_file
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    from vdf.cli import VDFCLI, cli_options
+    import vdf
 
     half = torch.float16
     unet_class = official["unet"].DiffusersUNetSpatioTemporalConditionModelDepthCrafter
@@ -199,16 +199,15 @@ def compare_float16(official: dict, folder: Path) -> None:
     name, spec = "one_segment", CASES["one_segment"]
     video_u8, depth, draws = run_official(official, pipe, name, spec)
 
-    prefix = "--model.init_args.denoiser.init_args"
-    args = ["--config", str(ROOT / "configs" / "depthcrafter.yaml"), "--trainer.accelerator", "cpu",
-            "--trainer.logger", "false", f"{prefix}.unet.init_args.weights", str(folder / "unet"),
-            f"{prefix}.vae.init_args.weights", str(TINY_VAE),
-            f"{prefix}.image_encoder.init_args.weights", str(folder / "image_encoder")]
-    model = VDFCLI(**cli_options(), run=False, args=args).model.eval()
+    prefix = "denoiser.init_args"
+    weights = {f"{prefix}.unet.init_args.weights": str(folder / "unet"),
+               f"{prefix}.vae.init_args.weights": str(TINY_VAE),
+               f"{prefix}.image_encoder.init_args.weights": str(folder / "image_encoder")}
+    model = vdf.load(ROOT / "configs" / "depthcrafter.yaml", device="cpu", **weights)
     queue = [d.float() for d in draws]  # one segment: augmentation noise, then the initial noise
     model.noise_like = lambda shape, generator=None: queue.pop(0).reshape(shape)
     model.denoiser.augmentation_noise = lambda shape, generator=None, device=None: queue.pop(0).reshape(shape)
-    ours = model.run_strategy(torch.from_numpy(video_u8).permute(0, 3, 1, 2).float() / 255)[:, 0].double()
+    ours = model.run(torch.from_numpy(video_u8).permute(0, 3, 1, 2).float() / 255)[0][:, 0].double()
     theirs = torch.from_numpy(depth).double()
     float32 = load_file(str(folder / f"{name}.safetensors"))["depth"].double()
 

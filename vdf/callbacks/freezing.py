@@ -64,7 +64,7 @@ class StagedFreezing(Callback):
     """
 
     def __init__(self, trainable: Trainable = "all", stages: list[FreezeStage] | None = None,
-                 module: str = "denoiser.unet"):
+                 module: str = "predictor.denoiser.unet"):
         stages = list(stages) if stages else [FreezeStage(trainable, 0)]
         stages = [s if isinstance(s, FreezeStage) else FreezeStage(**s) for s in stages]
         starts = [s.start_step for s in stages]

@@ -16,8 +16,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from vdf.inference.stream import VideoPrediction
 from vdf.io import DepthVideoWriter, OutputOptions, RunManifest, clean_partial, outputs_complete
+from vdf.predictors.video import VideoPrediction
 
 
 class DepthPredictionWriter(L.Callback):
@@ -124,7 +124,7 @@ class DepthPredictionWriter(L.Callback):
                       if not bool(torch.isnan(d).all()))
             shape = {"resolution": list(disparity.shape[-2:])}
             label = (meta.get("paths") or [f"{meta.get('dataset')}/{meta.get('sequence')}"])[0]
-            self._write(name, label, lambda: (None, shape), frames, pl_module.strategy, pl_module)
+            self._write(name, label, lambda: (None, shape), frames, pl_module.predictor.strategy, pl_module)
 
     def _write(self, name: str, label: str, describe, frames, strategy: Any, pl_module: L.LightningModule) -> None:
         """Stream ``(frame_index, disparity (H,W), rgb (3,H,W))`` into the outputs of ``name``.

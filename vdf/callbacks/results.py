@@ -55,7 +55,7 @@ class TestResultsWriter(L.Callback):
             seconds = self._seconds.get(i, 0.0)
             row["frames_per_second"] = self._frames.get(i, 0) / seconds if seconds > 0 else None
             rows.append(row)
-        strategy = getattr(pl_module, "strategy", None)
+        strategy = getattr(getattr(pl_module, "predictor", None), "strategy", None)
         run = {
             "model": type(pl_module).__name__,
             "strategy": type(strategy).__name__ if strategy is not None else None,

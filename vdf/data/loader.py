@@ -10,7 +10,8 @@ training loop, not batches the DataLoader (and its workers) fetched ahead.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 

@@ -7,11 +7,11 @@ from vdf.diffusion.normalization import DepthMinMax, DepthNormalization, Dispari
 from vdf.diffusion.sampler import EulerSampler, ScaledSampleEulerSampler
 
 __all__ = [
+    "EDM",
     "DepthMinMax",
     "DepthNormalization",
     "DiffusionObjective",
     "DisparityMinMax",
-    "EDM",
     "EDMWeighting",
     "EulerSampler",
     "FlowMatching",

@@ -1,13 +1,14 @@
 """The long-video strategy protocol.
 
-A strategy turns a stream of frames into a stream of per-frame relative disparity, whatever the
-video's length, holding at most its window in memory. It talks to the model through the few calls
-the model side exposes; the first of them, which every model has, is the clip forward::
+A strategy turns a stream of frames into a stream of per-frame predictions, whatever the video's
+length, holding at most its window in memory. It talks to a predictor (`vdf.predictors`) through
+the few calls the predictor exposes; the first of them, which every predictor has, is the clip
+forward::
 
     predict_clip(video: (1,T,3,H,W) float in [0,1]) -> (1,T,1,H,W) relative disparity
 
-Strategies are chosen in YAML (``model.init_args.strategy: {class_path: ...}``), so any model and
-strategy that share the calls can be compared.
+Strategies are part of a predictor's config (``predictor.init_args.strategy: {class_path: ...}``),
+so any predictor and strategy that share the calls can be compared.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class ClipModel(Protocol):
 
 
 class LatentDiffusionModel(Protocol):
-    """The calls latent-diffusion strategies use (`vdf.tasks.LatentDiffusionTask` provides them).
+    """The calls latent-diffusion strategies use (`vdf.predictors.LatentDiffusionPredictor` provides them).
 
     Latents are ``(B,T,C,h,w)``; a condition holds a window's video latents and image embeddings
     and offers ``frames(start, stop)``, ``select(index)`` and ``cat(parts)``.

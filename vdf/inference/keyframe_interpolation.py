@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import torch
-from torch import nn
 
 from vdf.inference.base import LatentDiffusionModel, LongVideoStrategy, fit_scale_shift, require_latent_model
 from vdf.inference.segment_stitching import LatentDecoder, take
@@ -110,17 +109,16 @@ class KeyframeInterpolation(LongVideoStrategy):
     with the end of the video; those windows blend among themselves only, and the tail is decoded
     in its own chunks.
 
-    Without an ``interpolator`` the base model fills each window itself with the two keyframes
-    held as fixed clean frames (an ablation; DAV's interpolation network is trained for this).
+    The interpolation network is the model's ``interpolator`` (a module of Depth Any Video's
+    predictor, `vdf.predictors.LatentDiffusionPredictor`, whose UNet takes 16 channels). A model
+    without one fills each window itself with the two keyframes held as fixed clean frames (an
+    ablation; DAV's interpolation network is trained for this).
 
     ``ensemble_size`` (vdf's, off by default; it changes every frame) runs the whole procedure
     with that many independent noise draws (seeds ``sampling_seed + m``) and merges each output
     frame by `ensemble_median`.
 
     Args:
-        interpolator: the keyframe-conditioned interpolation model (a `LatentDiffusionTask`
-            whose UNet takes 16 channels, e.g. `vdf.tasks.KeyframeInterpolationTask`); moved to
-            the base model's device when used. None: the base model interpolates (see above).
         num_frames: keyframe budget per joint pass and the longest one-pass video (DAV 32; even).
         interp_frames: frames interpolated between two keyframes (DAV 16).
         overlap: frames shared by consecutive windows including keyframes (DAV 6);
@@ -134,7 +132,6 @@ class KeyframeInterpolation(LongVideoStrategy):
 
     def __init__(
         self,
-        interpolator: nn.Module | None = None,
         num_frames: int = 32,
         interp_frames: int = 16,
         overlap: int = 6,
@@ -162,7 +159,6 @@ class KeyframeInterpolation(LongVideoStrategy):
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.interpolator = interpolator
         self.num_frames = num_frames
         self.interp_frames = interp_frames
         self.overlap = overlap
@@ -190,12 +186,10 @@ class KeyframeInterpolation(LongVideoStrategy):
 
     # -- helpers ------------------------------------------------------------------------------
     def _interpolator(self, model: LatentDiffusionModel):
-        if self.interpolator is None:
-            return None
-        require_latent_model(self.interpolator, type(self).__name__ + " (interpolator)")
-        if isinstance(self.interpolator, nn.Module):
-            self.interpolator.to(model.device).eval()
-        return self.interpolator
+        interpolator = getattr(model, "interpolator", None)
+        if interpolator is not None:
+            require_latent_model(interpolator, type(self).__name__ + " (interpolator)")
+        return interpolator
 
     @staticmethod
     def _emit(decoders: list[LatentDecoder], latents: list[torch.Tensor], final: bool = False) -> Iterator[torch.Tensor]:

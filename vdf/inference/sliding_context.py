@@ -52,7 +52,7 @@ class SlidingWindowContext(LongVideoStrategy):
     min-max: each frame is the model's own decode (``normalization.to_output``), as ChronoDepth
     outputs its decoded depth without re-normalisation.
 
-    The sampler is the model's (``LatentDiffusionTask(sampler=...)``); ChronoDepth's config uses
+    The sampler is the model's (``LatentDiffusionPredictor(sampler=...)``); ChronoDepth's config uses
     `vdf.diffusion.ScaledSampleEulerSampler`, the loop of its official pipeline (each Euler step
     starts from the ``c_in``-scaled state), and the textbook `vdf.diffusion.EulerSampler` is an
     option. With the official loop this strategy reproduces ChronoDepth's ``infer_mode="ours"``

@@ -514,7 +514,7 @@ class DepthVideoWriter:
         self._temps.clear()
         self._state = "aborted"
 
-    def __enter__(self) -> "DepthVideoWriter":
+    def __enter__(self) -> DepthVideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

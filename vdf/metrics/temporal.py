@@ -18,7 +18,7 @@ import torch
 
 from .protocol import as_bool, as_float64, check_finite, squeeze_channel
 
-__all__ = ["temporal_alignment_error", "reprojection_abs_rel"]
+__all__ = ["reprojection_abs_rel", "temporal_alignment_error"]
 
 
 def reprojection_abs_rel(depth_src: torch.Tensor, depth_dst: torch.Tensor, rotation: torch.Tensor,

@@ -11,7 +11,6 @@ _EXPORTS: dict[str, str] = {
     "DINOv2": "vdf.models.dinov2",
     "DPTHead": "vdf.models.dpt",
     "DepthAnythingV2": "vdf.models.dav2",
-    "FrameWiseDepth": "vdf.models.dav2",
     "processing_size": "vdf.models.dav2",
     "StateDictMismatchError": "vdf.models.weights",
     "Mamba2": "vdf.models.mamba",
@@ -26,7 +25,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vdf.models.dav2 import DepthAnythingV2, FrameWiseDepth, processing_size
+    from vdf.models.dav2 import DepthAnythingV2, processing_size
     from vdf.models.dinov2 import DINOv2
     from vdf.models.dpt import DPTHead
     from vdf.models.flashdepth import FlashDepth, FlashDepthState, MambaBlock, TemporalMamba

@@ -37,8 +37,8 @@ from vdf.models.weights import load_weights, read_config
 
 __all__ = [
     "DAV_HF_REPO",
-    "dav_unet_kwargs",
     "build_dav_unet",
+    "dav_unet_kwargs",
     "load_dav_unet",
 ]
 

@@ -3,7 +3,7 @@
 :class:`DepthAnythingV2` keeps the official attribute names (``pretrained`` = the ViT,
 ``depth_head`` = the DPT), so its ``state_dict`` has the official key names and the released
 ``depth_anything_v2_{vits,vitb,vitl}.pth`` load strictly (its ``weights`` argument,
-:meth:`DepthAnythingV2.from_checkpoint`). :class:`FrameWiseDepth` runs it on videos, frame by
+:meth:`DepthAnythingV2.from_checkpoint`). `vdf.predictors.FramePredictor` runs it on videos, frame by
 frame, with the official pre-processing.
 
 The official layout (``depth_anything_v2_*.pth``) is a flat ``{name: tensor}`` dict under DAv2's
@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -213,7 +213,7 @@ class DepthAnythingV2(nn.Module):
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, encoder: str = "vitl", **kwargs
-    ) -> "DepthAnythingV2":
+    ) -> DepthAnythingV2:
         """Build a model and load an official checkpoint strictly.
 
         Args:
@@ -274,50 +274,3 @@ def preprocess_frames(frames: torch.Tensor, input_size: int = 518, antialias: bo
         downscale = size[0] < h or size[1] < w
         frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=antialias and downscale)
     return normalize_imagenet(frames)
-
-
-class FrameWiseDepth(nn.Module):
-    """Run a per-image depth network on every frame of a video independently.
-
-    Args:
-        net: the image model, ``(N,3,h,w)`` normalised -> ``(N,1,h,w)`` (a :class:`DepthAnythingV2`).
-        input_size: short side of the processing resolution (518 as in DAv2; larger sharpens detail).
-        frame_chunk: frames per forward pass (bounds activation memory; the result does not depend on it).
-        antialias: antialias the bicubic resize when downscaling. The official pipeline resizes
-            with OpenCV ``INTER_CUBIC``, which never antialiases (a = -0.75 cubic on the source
-            grid). ``antialias=False`` follows that arithmetic: torch's bicubic also uses
-            a = -0.75, half-pixel centres and edge clamping, and agrees with OpenCV to ~1e-5 on
-            float images. ``True`` (default) low-pass filters downscales (e.g. 4K -> 518): less
-            aliasing, but slightly different numbers from the official pipeline.
-
-    ``forward(video)``: ``(B, T, 3, H, W)`` in [0, 1] -> ``(B, T, 1, H, W)`` relative disparity at
-    the input size (bilinear, align_corners=True, as the official ``infer_image``). The disparity
-    scale is per frame, so per-frame models flicker; that is the baseline the video models beat.
-    """
-
-    def __init__(
-        self, net: nn.Module, input_size: int = 518, frame_chunk: int = 16, antialias: bool = True
-    ) -> None:
-        super().__init__()
-        if frame_chunk < 1:
-            raise ValueError(f"frame_chunk must be >= 1, got {frame_chunk}")
-        self.net = net
-        self.input_size = input_size
-        self.frame_chunk = frame_chunk
-        self.antialias = antialias
-
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` in [0, 1] -> ``(N, 3, H', W')`` normalised at :func:`processing_size`."""
-        return preprocess_frames(frames, self.input_size, self.antialias)
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """``(B, T, 3, H, W)`` in [0, 1] -> ``(B, T, 1, H, W)`` non-negative relative disparity."""
-        if video.ndim != 5 or video.shape[2] != 3:
-            raise ValueError(f"expected video of shape (B, T, 3, H, W), got {tuple(video.shape)}")
-        b, t, _, h, w = video.shape
-        frames = video.reshape(b * t, 3, h, w)
-        outs = []
-        for chunk in frames.split(self.frame_chunk):
-            disp = self.net(self.preprocess(chunk))
-            outs.append(F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=True))
-        return torch.cat(outs).reshape(b, t, 1, h, w)

@@ -20,9 +20,9 @@ Parameter names equal the official ones (``blocks.{i}.attn.qkv``, ``blocks.{i}.l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

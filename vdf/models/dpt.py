@@ -24,7 +24,7 @@ part of the head (the FlashDepth teacher runs layers 3-4 and stage 0 only).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

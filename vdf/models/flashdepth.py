@@ -24,9 +24,10 @@ load them strictly).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +41,12 @@ from vdf.models.mamba import Mamba2, Mamba2State
 from vdf.models.weights import load_weights
 
 __all__ = [
+    "FlashDepth",
+    "FlashDepthState",
     "MambaBlock",
     "TemporalMamba",
-    "FlashDepthState",
-    "FlashDepth",
-    "teacher_input_size",
     "flashdepth_official_to_vdf",
+    "teacher_input_size",
     "vdf_to_flashdepth_official",
 ]
 
@@ -260,7 +261,7 @@ class FlashDepthState:
     mamba: list[Mamba2State]
     frames_seen: int = 0
 
-    def detach(self) -> "FlashDepthState":
+    def detach(self) -> FlashDepthState:
         """A copy cut from the autograd graph (truncated BPTT, or streaming with grad enabled)."""
         return FlashDepthState([s.detach() for s in self.mamba], self.frames_seen)
 
@@ -478,7 +479,7 @@ class FlashDepth(nn.Module):
 
     # ------------------------------------------------------------------ modes and groups
 
-    def train(self, mode: bool = True) -> "FlashDepth":
+    def train(self, mode: bool = True) -> FlashDepth:
         super().train(mode)
         if self.teacher_model is not None:
             self.teacher_model.eval()  # frozen: it never changes mode
@@ -656,7 +657,7 @@ class FlashDepth(nn.Module):
         load_weights(module, os.fspath(path), what, where, convert=convert, describe=_guess_flashdepth_variant)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, variant: str = "l", **kwargs) -> "FlashDepth":
+    def from_checkpoint(cls, path: str | os.PathLike, variant: str = "l", **kwargs) -> FlashDepth:
         """Build a model and load an official FlashDepth checkpoint strictly.
 
         Args:

@@ -33,8 +33,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +175,7 @@ def ssd_scan_torch(
         return y, final.reshape(b, h, p, n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_kernel() -> Callable | None:
     """mamba_ssm's ``mamba_chunk_scan_combined``, or None. Imported on first use only."""
     try:

@@ -40,11 +40,11 @@ from diffusers.models.transformers.transformer_temporal import (
 from torch import Tensor, nn
 
 __all__ = [
-    "rope_angles",
-    "apply_rope",
-    "TemporalRopeAttnProcessor",
     "RopeTransformerSpatioTemporalModel",
+    "TemporalRopeAttnProcessor",
+    "apply_rope",
     "enable_temporal_rope",
+    "rope_angles",
     "set_temporal_positions",
     "temporal_positions",
 ]

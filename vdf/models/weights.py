@@ -38,12 +38,12 @@ from torch import nn
 __all__ = [
     "StateDictMismatchError",
     "is_weights_argument",
-    "read_config",
-    "weights_file",
-    "read_weights",
-    "unwrap_state_dict",
     "load_state_dict_strict",
     "load_weights",
+    "read_config",
+    "read_weights",
+    "unwrap_state_dict",
+    "weights_file",
     "widen_conv_in",
 ]
 

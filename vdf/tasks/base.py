@@ -1,131 +1,91 @@
 """`VideoDepthTask`: the Lightning glue every vdf task shares (no architecture here).
 
-A task subclass provides ``forward(video) -> disparity`` and, for training, ``loss`` and
-``param_groups``. This base class runs the loss, evaluates every validation/test dataset with
-the published protocol (`vdf.metrics.VideoDepthMetrics`, one per dataset), returns predictions,
-and builds AdamW with per-group learning rates, linear warm-up and cosine decay.
+A task owns a predictor (`vdf.predictors`: the network, its preprocessing and its long-video
+strategy, usable without Lightning) and adds only what training and evaluation need: the loss,
+the optimiser and its schedule (chosen in the config, LightningCLI's ``optimizer`` and
+``lr_scheduler`` callables), and the evaluation of every validation/test dataset with the
+published protocol (`vdf.metrics.VideoDepthMetrics`, one per dataset).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from vdf.inference.base import LongVideoStrategy
-from vdf.inference.stream import VideoPrediction
-from vdf.inference.per_frame import PerFrame
-from vdf.inference.resolution import Resolution, run_at_resolution
 from vdf.io import VideoSource
 from vdf.metrics import VideoDepthMetrics
+from vdf.predictors.base import Predictor
+from vdf.predictors.video import VideoPrediction
 
 
 class VideoDepthTask(L.LightningModule):
     """Base of all tasks.
 
     Args:
-        loss: training loss on ``(pred disparity, depth, valid)``, each ``(B,T,1,H,W)``.
-        lr: base learning rate (groups scale it, see ``param_groups``).
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up length in optimizer steps.
-        min_lr_ratio: final learning rate of the cosine decay, as a fraction of each group's.
+        predictor: the family's predictor (network, preprocessing, strategy); its weights are
+            the task's (``predictor.*`` in checkpoints).
+        loss: training loss on ``(prediction, depth, valid)``, each ``(B,T,1,H,W)``.
+        optimizer: the optimiser, built on `param_groups` (groups may carry their own ``lr``);
+            default AdamW (lr 1e-4, weight decay 0.01).
+        lr_scheduler: the schedule, stepped every optimiser step
+            (`vdf.tasks.schedules.WarmupCosine`, `WarmupConstant`, or any torch scheduler);
+            default none (constant).
         eval_max_depth: depth cap for evaluation when the datamodule does not say (metres).
         boundary_f1: also compute boundary F1 in validation/test (slower).
         tae: also compute TAE in validation/test when the dataset has poses.
-        strategy: how long videos are run (`vdf.inference`); default `PerFrame` in batches of 8.
-        test_with_strategy: run ``vdf test`` sequences through ``strategy`` (as ``vdf predict``
-            does) rather than as one clip forward; validation always uses the clip forward.
-        resolution: the size the network sees at test and predict time and the way back to the
-            input's size (`vdf.inference.resolution`); default: the frames' own size.
+        test_with_strategy: run ``vdf test`` sequences through the predictor's strategy (as
+            ``vdf predict`` does) rather than as one clip forward; validation always uses the
+            clip forward at the data's size.
     """
 
     def __init__(
         self,
+        predictor: Predictor,
         loss: nn.Module | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
         eval_max_depth: float = 80.0,
         boundary_f1: bool = False,
         tae: bool = False,
-        strategy: LongVideoStrategy | None = None,
         test_with_strategy: bool = True,
-        resolution: Resolution | None = None,
     ):
         super().__init__()
+        self.save_hyperparameters(ignore=["predictor", "loss", "optimizer", "lr_scheduler"])
+        self.predictor = predictor
         self.loss = loss
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.min_lr_ratio = min_lr_ratio
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
         self.eval_max_depth = eval_max_depth
         self.compute_boundary_f1 = boundary_f1
         self.compute_tae = tae
-        self.strategy = strategy if strategy is not None else PerFrame(batch_size=8)
         self.test_with_strategy = test_with_strategy
-        self.resolution = resolution if resolution is not None else Resolution()
         self.eval_metrics = nn.ModuleDict()
         self._eval_names: list[str] = []
         self._eval_sizes: list[tuple[int, int] | None] = []
 
     # -- model side ---------------------------------------------------------------------------
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """``video`` (B,T,3,H,W) in [0,1] -> relative disparity (B,T,1,H,W)."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def predict_clip(self, video: torch.Tensor) -> torch.Tensor:
-        """The clip forward strategies call: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` float32, no grad."""
-        return self(video.to(self.device)).float()
-
-    def run_strategy(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:
-        """One sequence ``(T,3,H,W)`` through ``strategy`` at ``resolution`` -> ``(T,1,H,W)``.
-
-        ``requested`` is the dataset's protocol size (used when the resolution rule honours it).
-        Frames the strategy gives no prediction are NaN (see `run_strategy_with_mask`).
-        """
-        return self.run_strategy_with_mask(video, requested)[0]
-
-    def run_strategy_with_mask(self, video: torch.Tensor, requested: tuple[int, int] | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`run_strategy` plus bool ``(T,)``: which frames the strategy predicted."""
-        h, w = video.shape[-2:]
-        missing = torch.full((1, h, w), float("nan"), device=self.device)
-        outputs = list(run_at_resolution(self.resolution, self.strategy, self, iter(video), requested))
-        present = torch.tensor([out is not None for out in outputs], dtype=torch.bool)
-        pred = torch.stack([missing if out is None else out.to(self.device) for out in outputs])
-        return pred, present
-
-    def predict_at_resolution(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:
-        """The clip forward at ``resolution``: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` at the input size."""
-        b, t, _, h, w = video.shape
-        size = self.resolution.size(h, w, requested)
-        frames = self.resolution.prepare(video.flatten(0, 1), size)
-        pred = self(frames.reshape(b, t, *frames.shape[1:]))
-        return self.resolution.restore(pred.flatten(0, 1).float(), h, w).reshape(b, t, 1, h, w)
-
-    def precision_context(self):
-        """The trainer's precision context (autocast under ``16-mixed``/``bf16-mixed``), for model
-        calls made outside Lightning's own steps (the predict writer iterates strategies lazily)."""
-        import contextlib
-
-        trainer = self._trainer
-        if trainer is None:
-            return contextlib.nullcontext()
-        return trainer.precision_plugin.forward_context()
+    def forward(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``video`` (B,T,3,H,W) in [0,1] -> the prediction (B,T,1,H,W): the predictor's clip forward."""
+        return self.predictor.clip(video, frame_index)
 
     @property
     def output_space(self) -> str:
-        """The space of this model's affine-invariant prediction: ``disparity`` or ``depth``."""
-        return "disparity"
+        """The space of the predictor's affine-invariant prediction: ``disparity`` or ``depth``."""
+        return self.predictor.output_space
+
+    def _use_trainer_precision(self) -> None:
+        # Whole-video runs happen outside Lightning's steps too (the predict writer iterates
+        # lazily): the predictor wraps each of its steps in the trainer's precision context.
+        plugin = self.trainer.precision_plugin
+        self.predictor.precision = plugin.forward_context
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer parameter groups; each may set ``lr``. Default: all trainable parameters."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
+        """Optimizer parameter groups; each may set its own ``lr``. Default: all trainable parameters."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     # -- training -----------------------------------------------------------------------------
     def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -215,13 +175,13 @@ class VideoDepthTask(L.LightningModule):
         if test:
             requested = self._eval_sizes[dataloader_idx] if dataloader_idx < len(self._eval_sizes) else None
             if stream:
-                runs = [self.run_strategy_with_mask(v, requested) for v in batch["video"]]
+                runs = [self.predictor.run(v, requested) for v in batch["video"]]
                 pred = torch.stack([r[0] for r in runs])
                 present = torch.stack([r[1] for r in runs])
             else:
-                pred = self.predict_at_resolution(batch["video"], requested)
+                pred = self.predictor.predict_at_resolution(batch["video"], requested)
         else:
-            pred = self(batch["video"])
+            pred = self.predictor.predict_clip(batch["video"])
         pred, valid = pred.float(), batch["valid"]
         if present is not None and not present.all():
             # Frames the strategy's algorithm does not predict are not scored (the others are
@@ -263,6 +223,7 @@ class VideoDepthTask(L.LightningModule):
         self._log_metrics("val")
 
     def on_test_epoch_start(self) -> None:
+        self._use_trainer_precision()
         self._setup_metrics("test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
@@ -271,11 +232,14 @@ class VideoDepthTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
+    def on_predict_start(self) -> None:
+        self._use_trainer_precision()
+
     def predict_step(self, batch: dict[str, Any] | VideoSource, batch_idx: int, dataloader_idx: int = 0) -> Any:
         if isinstance(batch, VideoSource):
             # A video from `vdf predict --input`: returned unread; the writer streams it.
-            return VideoPrediction(batch, self, self.strategy, self.resolution, self.precision_context)
-        disparity = torch.stack([self.run_strategy(v) for v in batch["video"]])
+            return VideoPrediction(batch, self.predictor)
+        disparity = torch.stack([self.predictor.run(v)[0] for v in batch["video"]])
         return {"disparity": disparity, "frame_index": batch["frame_index"], "meta": batch["meta"]}
 
     # -- optimisation -------------------------------------------------------------------------
@@ -283,15 +247,13 @@ class VideoDepthTask(L.LightningModule):
         groups = [g for g in self.param_groups() if g["params"]]
         if not groups:
             raise ValueError(f"{type(self).__name__}: no trainable parameters (everything is frozen)")
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup, floor = self.warmup_steps, self.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        if self.optimizer is None:
+            optimizer = torch.optim.AdamW(groups, lr=1e-4, weight_decay=0.01)
+        else:
+            optimizer = self.optimizer(groups)
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        if getattr(scheduler, "total_steps", 0) is None:
+            scheduler.total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,6 +1,8 @@
 """`KeyframeInterpolationTask`: Depth Any Video's keyframe-conditioned interpolation network.
 
-The network is the base model's UNet with 16 input channels: ``[noisy depth latents, video
+The task trains the predictor's ``interpolator`` (Depth Any Video's predictor holds both networks;
+the base network stays as it is). The interpolation network is the base model's UNet with 16
+input channels: ``[noisy depth latents, video
 latents, keyframe depth latents (zeros at other frames), keyframe mask ×4]`` — the last eight
 reach `SVDDepthDenoiser` as its ``extra`` channels (`vdf.inference.keyframe_interpolation.keyframe_extra`).
 
@@ -24,13 +26,8 @@ from typing import Any
 
 import torch
 
-from vdf.diffusion.base import DiffusionObjective
-from vdf.diffusion.normalization import DepthNormalization
-from vdf.diffusion.sampler import EulerSampler
-from vdf.inference.base import LongVideoStrategy
-from vdf.inference.resolution import Resolution
 from vdf.inference.keyframe_interpolation import endpoint_mask, keyframe_extra
-from vdf.models.svd import SVDDepthDenoiser
+from vdf.predictors.latent import LatentDiffusionPredictor
 from vdf.tasks.latent_diffusion import LatentDiffusionTask
 
 CONV_IN = "conv_in.weight"
@@ -44,107 +41,66 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
     """The interpolation network of Depth Any Video, trained and evaluated on its own.
 
     Args:
-        denoiser: an `SVDDepthDenoiser` whose UNet takes 16 input channels.
-        base_weights: the trained 8-channel base model to start from: a Lightning checkpoint
-            of a `LatentDiffusionTask` (all weights; ``conv_in`` expanded) or a diffusers UNet
-            folder such as Depth Any Video's ``unet`` (UNet weights only). None: no such start.
-        steps, frame_positions: defaults are Depth Any Video's (3 steps; RoPE positions from
-            ``frame_index``).
+        predictor: Depth Any Video's predictor; its ``interpolator`` (UNet of 16 input channels)
+            is the network trained here.
+        base_weights: the trained 8-channel base model whose UNet starts the interpolation UNet:
+            a Lightning checkpoint of the base run (its ``predictor.denoiser.unet``) or a
+            diffusers UNet folder such as Depth Any Video's ``unet``; ``conv_in`` is widened.
+            None: no such start.
         test_with_strategy: default False — test as validation, with ground-truth keyframes.
-        Other arguments: see `LatentDiffusionTask` (``init_weights`` loads a checkpoint of
-            this task, e.g. to resume from a previous interpolation run's weights).
+        **kwargs: `LatentDiffusionTask`'s arguments (``init_weights`` loads a checkpoint of this
+            task, e.g. to resume from a previous interpolation run's weights).
     """
 
-    def __init__(
-        self,
-        denoiser: SVDDepthDenoiser,
-        objective: DiffusionObjective | None = None,
-        normalization: DepthNormalization | None = None,
-        sampler: EulerSampler | None = None,
-        steps: int = 3,
-        per_frame_levels: bool = False,
-        frame_positions: bool = True,
-        sampling_seed: int | None = 0,
-        init_weights: str | None = None,
-        base_weights: str | None = None,
-        lr: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 1.0,
-        eval_max_depth: float = 80.0,
-        boundary_f1: bool = False,
-        tae: bool = False,
-        strategy: LongVideoStrategy | None = None,
-        test_with_strategy: bool = False,
-        resolution: Resolution | None = None,
-    ):
-        if denoiser.unet.in_channels != 16:
+    def __init__(self, predictor: LatentDiffusionPredictor, base_weights: str | None = None,
+                 test_with_strategy: bool = False, **kwargs):
+        interpolator = predictor.interpolator
+        if interpolator is None or interpolator.denoiser.unet.in_channels != 16:
             raise ValueError(
-                f"the interpolation UNet takes 16 input channels (noisy, video, keyframe latents, mask), "
-                f"this one {denoiser.unet.in_channels}: set in_channels: 16 (or load DAV's unet_interp folder)"
+                "the interpolation task trains the predictor's interpolator, whose UNet takes 16 input channels "
+                "(noisy, video, keyframe latents, mask): set predictor.init_args.interpolator (in_channels: 16, or "
+                "DAV's unet_interp folder)"
             )
-        super().__init__(
-            denoiser=denoiser,
-            objective=objective,
-            normalization=normalization,
-            sampler=sampler,
-            steps=steps,
-            per_frame_levels=per_frame_levels,
-            frame_positions=frame_positions,
-            sampling_seed=sampling_seed,
-            init_weights=None,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            min_lr_ratio=min_lr_ratio,
-            eval_max_depth=eval_max_depth,
-            boundary_f1=boundary_f1,
-            tae=tae,
-            strategy=strategy,
-            test_with_strategy=test_with_strategy,
-            resolution=resolution,
-        )
+        init_weights = kwargs.pop("init_weights", None)
+        super().__init__(predictor=predictor, test_with_strategy=test_with_strategy, **kwargs)
         if base_weights is not None:
             self.load_base(base_weights)
         if init_weights is not None:
             self.load_weights(init_weights)
 
+    @property
+    def network(self) -> LatentDiffusionPredictor:
+        return self.predictor.interpolator
+
     def load_base(self, path: str) -> None:
-        """Initialise from an 8-channel model (Lightning checkpoint or diffusers UNet folder)."""
+        """Initialise the interpolation UNet from an 8-channel one (Lightning checkpoint or diffusers folder)."""
         from vdf.models.weights import load_state_dict_strict, read_weights, widen_conv_in
 
-        unet = self.denoiser.unet.unet
-        # A diffusers folder holds the UNet alone, a Lightning checkpoint the whole task.
-        target, key = (unet, CONV_IN) if Path(path).is_dir() else (self, "denoiser.unet.unet." + CONV_IN)
+        unet = self.network.denoiser.unet.unet
         state = read_weights(path, "base_weights", BASE_WHERE)
-        if key not in state:
-            raise KeyError(f"base_weights {path} has no {key}: not a checkpoint of an SVD-UNet depth model")
-        state[key] = widen_conv_in(state[key], unet.conv_in.in_channels)
-        load_state_dict_strict(target, state, source=f"base_weights {path}")
+        if not Path(path).is_dir():
+            # A Lightning checkpoint of the base run holds the whole task: keep its UNet.
+            prefix = "predictor.denoiser.unet.unet."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if CONV_IN not in state:
+            raise KeyError(f"base_weights {path} has no UNet {CONV_IN}: not a checkpoint of an SVD-UNet depth model")
+        state[CONV_IN] = widen_conv_in(state[CONV_IN], unet.conv_in.in_channels)
+        load_state_dict_strict(unet, state, source=f"base_weights {path}")
 
     # -- keyframes from the ground truth --------------------------------------------------------
-    def keyframe_condition(self, x0: torch.Tensor) -> torch.Tensor:
-        """Extra channels for clean depth latents ``x0`` (B,T,4,h,w): first and last frame as keyframes."""
+    def extra_channels(self, x0: torch.Tensor) -> torch.Tensor:
+        """The first and the last frame of the clip as keyframes, from clean latents ``x0`` (B,T,4,h,w)."""
         b, t = x0.shape[:2]
         return keyframe_extra(x0, endpoint_mask(b, t, x0.device))
-
-    def forward(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
-        raise RuntimeError(
-            "the interpolation network needs keyframe latents: run it through "
-            "vdf.inference.KeyframeInterpolation(interpolator=...) on a base Depth Any Video model"
-        )
 
     @torch.no_grad()
     def interpolate(self, video: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
                     frame_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Relative disparity ``(B,T,1,H,W)`` of a clip whose first and last frames' latents come
-        from the ground truth (``depth`` in metres, ``valid``)."""
-        generator = self.generator()
-        x0 = self.denoiser.encode_depth(self.normalization(depth.to(self.device), valid.to(self.device)))
-        cond = self.condition(video, generator)
-        x = self.initial_latents(self.latent_shape(video), generator)
-        positions = self._positions(frame_index, video) if self.frame_positions else None
-        return self.decode(self.denoise(cond, x, position_ids=positions, extra=self.keyframe_condition(x0)))
+        """The prediction ``(B,T,1,H,W)`` of a clip whose first and last frames' latents come from
+        the ground truth (``depth`` in metres, ``valid``)."""
+        p = self.network
+        x0 = p.denoiser.encode_depth(p.normalization(depth.to(self.device), valid.to(self.device)))
+        return p.clip(video.to(self.device), frame_index, extra=self.extra_channels(x0))
 
     def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
                    test: bool = False) -> dict[str, torch.Tensor]:
@@ -157,21 +113,6 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
             batch["valid"],
             intrinsics=batch.get("intrinsics"),
             cam_to_world=batch.get("cam_to_world"),
+            pred_space=self.output_space,
         )
         return {"disparity": pred}
-
-    # -- training -------------------------------------------------------------------------------
-    def training_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        video, depth, valid = batch["video"], batch["depth"], batch["valid"]
-        b, t = video.shape[:2]
-        x0 = self.denoiser.encode_depth(self.normalization(depth, valid))
-        cond = self.denoiser.condition(video)
-        shape = (b, t) if self.per_frame_levels else (b,)
-        level = self.objective.sample_levels(shape, device=self.device)
-        noise = torch.randn_like(x0)
-        x = self.objective.add_noise(x0, noise, level)
-        frame_level = level if level.dim() == 2 else level[:, None].expand(b, t)
-        positions = self._positions(batch.get("frame_index"), video) if self.frame_positions else None
-        out = self.denoiser(self.objective.net_input(x, level), self.objective.timestep(frame_level), cond,
-                            position_ids=positions, extra=self.keyframe_condition(x0))
-        return self.objective.loss(out, x, x0, noise, level).mean()

@@ -20,7 +20,7 @@ import numpy as np
 from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, frame_number, pinhole, set_cameras
 from vdf.data.readers import image_size, read_hdf5
 
-__all__ = ["Hypersim", "distance_to_planar", "HYPERSIM_FOCAL"]
+__all__ = ["HYPERSIM_FOCAL", "Hypersim", "distance_to_planar"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def read_dpt(path: str | Path) -> np.ndarray:
     if len(data) < 12:
         raise ValueError(f"Sintel: {str(path)!r} is truncated ({len(data)} bytes; header needs 12)")
     width, height = (int(v) for v in np.frombuffer(data[4:12], dtype="<i4"))
-    if not (0 < width and 0 < height and width * height < 1e8):
+    if not (width > 0 and height > 0 and width * height < 1e8):
         raise ValueError(f"Sintel: {str(path)!r} has a wrong size {width}x{height} (needs 0 < w, 0 < h, w*h < 1e8)")
     expected = 12 + 4 * width * height
     if len(data) != expected:

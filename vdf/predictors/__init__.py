@@ -1,0 +1,8 @@
+"""Predictors: each family's inference in pure torch (network, preprocessing, strategy); what `vdf.load` returns."""
+
+from vdf.predictors.base import PredictedFrame, Predictor
+from vdf.predictors.flashdepth import FlashDepthPredictor
+from vdf.predictors.frame import FramePredictor
+from vdf.predictors.latent import LatentDiffusionPredictor
+
+__all__ = ["FlashDepthPredictor", "FramePredictor", "LatentDiffusionPredictor", "PredictedFrame", "Predictor"]
