@@ -14,8 +14,7 @@ import torch
 from vdf.data.datasets.synthetic import SyntheticWorld
 
 
-def frames_per_second(height: int, width: int, num_frames: int = 16, episodes: int = 8,
-                      repeats: int = 3) -> float:
+def frames_per_second(height: int, width: int, num_frames: int = 16, episodes: int = 8, repeats: int = 3) -> float:
     ds = SyntheticWorld(num_episodes=episodes, num_frames=num_frames, height=height, width=width)
     ds[0]  # warm-up: first-call allocations and lazy initialisation
     best = float("inf")

@@ -57,11 +57,14 @@ def run(
     def frame_fn(name):
         model = models[name]
         if name.startswith("flashdepth"):
+
             def fn(x):
                 _, states[name] = model.step(x, states[name])
         else:
+
             def fn(x):
                 model(x)
+
         return fn
 
     fns = {name: frame_fn(name) for name in models}
@@ -79,16 +82,23 @@ def run(
                     times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(t) for name, t in times.items()}
     result = {
-        "height": height, "width": width, "teacher_resolution": teacher_resolution, "device": device,
-        "dtype": dtype, "threads": torch.get_num_threads(), "rounds": rounds,
+        "height": height,
+        "width": width,
+        "teacher_resolution": teacher_resolution,
+        "device": device,
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
         "seconds_per_frame": median,
         "ratios": {
             "flashdepth_s / dav2_s (temporal overhead)": median["flashdepth_s"] / median["dav2_s_per_frame"],
             "flashdepth_l / flashdepth_full (hybrid speed-up)": median["flashdepth_l"] / median["flashdepth_full"],
         },
     }
-    print(f"time per frame at {height}x{width}, {device} {dtype}, teacher short side {teacher_resolution}, "
-          f"median of {rounds} rounds after {warmup} warm-up")
+    print(
+        f"time per frame at {height}x{width}, {device} {dtype}, teacher short side {teacher_resolution}, "
+        f"median of {rounds} rounds after {warmup} warm-up"
+    )
     for name, s in median.items():
         print(f"  {name:<18} {s * 1000:10.1f} ms   {1 / s:8.2f} frames/s")
     for name, ratio in result["ratios"].items():

@@ -29,8 +29,20 @@ def worker(config_file: str, input_dir: str, output_dir: str, strategy: str | No
     from vdf.cli import main
 
     configs = [x for path in config_file.split("+") for x in ("--config", path)]  # recipes joined by +
-    args = ["predict", *configs, "--input", input_dir, "--output", output_dir, "--overwrite", "true",
-            "--writer.progress", "false", "--trainer.enable_progress_bar", "false"]
+    args = [
+        "predict",
+        *configs,
+        "--input",
+        input_dir,
+        "--output",
+        output_dir,
+        "--overwrite",
+        "true",
+        "--writer.progress",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     if strategy:
         args += ["--model.init_args.predictor.init_args.strategy", strategy]
     main(args)
@@ -77,15 +89,25 @@ def run(
         if done.returncode != 0:
             raise RuntimeError(f"predict on {length} frames failed:\n{done.stderr[-3000:]}")
         peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
-        rows.append({"frames": length, "peak_rss_mib": peak / 2**20, "whole_video_mib": length * height * width * 12 / 2**20})
+        rows.append(
+            {"frames": length, "peak_rss_mib": peak / 2**20, "whole_video_mib": length * height * width * 12 / 2**20}
+        )
     base = rows[0]["peak_rss_mib"]
     for row in rows:
         row["ratio"] = row["peak_rss_mib"] / base
-    result = {"config": model_config, "strategy": strategy or "config default", "height": height, "width": width, "rows": rows}
+    result = {
+        "config": model_config,
+        "strategy": strategy or "config default",
+        "height": height,
+        "width": width,
+        "rows": rows,
+    }
     print(f"vdf predict peak RSS, {height}x{width}, config {Path(model_config).name}, strategy {result['strategy']}")
     print(f"{'frames':>8}  {'peak RSS MiB':>12}  {'ratio':>6}  {'whole video float32 MiB':>24}")
     for row in rows:
-        print(f"{row['frames']:>8}  {row['peak_rss_mib']:>12.1f}  {row['ratio']:>6.3f}  {row['whole_video_mib']:>24.1f}")
+        print(
+            f"{row['frames']:>8}  {row['peak_rss_mib']:>12.1f}  {row['ratio']:>6.3f}  {row['whole_video_mib']:>24.1f}"
+        )
     (work / "predict_memory.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -72,9 +72,18 @@ def tiny_model(root: str, epochs: int, ckpt: str | None):
     from vdf.cli import main
 
     steps = 0 if ckpt else epochs * 8
-    cli = main(["fit", *[x for c in TINY for x in ("--config", c)], f"--trainer.max_epochs={epochs}", "--trainer.limit_train_batches=8",
-                f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
-                f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false"])
+    cli = main(
+        [
+            "fit",
+            *[x for c in TINY for x in ("--config", c)],
+            f"--trainer.max_epochs={epochs}",
+            "--trainer.limit_train_batches=8",
+            f"--trainer.max_steps={steps}",
+            "--trainer.limit_val_batches=0",
+            f"--trainer.default_root_dir={root}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     if ckpt:
         cli.model.load_weights(ckpt)
     return cli.model.predictor.eval(), ckpt or cli.trainer.checkpoint_callback.last_model_path
@@ -128,11 +137,16 @@ def run(
     print("| strategy | seam error | interior error | seam / interior | scale jump between windows | AbsRel |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['seam_error']:.4f} | {r['interior_error']:.4f} | {r['seam_to_interior']:.2f} | "
-              f"{r['scale_jump']:.3f} | {r['abs_rel']:.3f} |")
+        print(
+            f"| {name} | {r['seam_error']:.4f} | {r['interior_error']:.4f} | {r['seam_to_interior']:.2f} | "
+            f"{r['scale_jump']:.3f} | {r['abs_rel']:.3f} |"
+        )
     if output:
-        Path(output).write_text(json.dumps({"checkpoint": ckpt, "frames": frames, "videos": videos, "steps": steps,
-                                            "results": results}, indent=2))
+        Path(output).write_text(
+            json.dumps(
+                {"checkpoint": ckpt, "frames": frames, "videos": videos, "steps": steps, "results": results}, indent=2
+            )
+        )
     return results
 
 

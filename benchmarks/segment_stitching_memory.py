@@ -23,19 +23,37 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "depthcrafter.yaml")
 
 
-def run(lengths: list[int] = [40, 160, 640], height: int = 64, width: int = 96, window: int = 22,  # noqa: B006
-        overlap: int = 5, whole_clip_up_to: int = 160, output: str | None = None) -> list[dict]:
+def run(
+    lengths: list[int] = [40, 160, 640],  # noqa: B006 - jsonargparse reads the default
+    height: int = 64,
+    width: int = 96,
+    window: int = 22,
+    overlap: int = 5,
+    whole_clip_up_to: int = 160,
+    output: str | None = None,
+) -> list[dict]:
     rows = []
     for length in lengths:
         settings = BenchSettings(height=height, width=width, frames=length, warmup=window, repeats=1)
-        strategies = {"SegmentStitching": f"{{class_path: vdf.inference.SegmentStitching, init_args: "
-                                          f"{{window: {window}, overlap: {overlap}}}}}"}
+        strategies = {
+            "SegmentStitching": f"{{class_path: vdf.inference.SegmentStitching, init_args: "
+            f"{{window: {window}, overlap: {overlap}}}}}"
+        }
         if length <= whole_clip_up_to:
-            strategies["one clip"] = f"{{class_path: vdf.inference.IndependentWindows, init_args: {{window: {length}}}}}"
+            strategies["one clip"] = (
+                f"{{class_path: vdf.inference.IndependentWindows, init_args: {{window: {length}}}}}"
+            )
         for name, strategy in strategies.items():
             result = measure(_specs([CONFIG], [strategy], [name], tiny=True), settings, isolate=True)[0]
-            rows.append({"strategy": name, "frames": length, "peak_memory_mb": result.peak_memory_mb,
-                         "fps": result.fps, "memory_kind": result.memory_kind})
+            rows.append(
+                {
+                    "strategy": name,
+                    "frames": length,
+                    "peak_memory_mb": result.peak_memory_mb,
+                    "fps": result.fps,
+                    "memory_kind": result.memory_kind,
+                }
+            )
     base = {r["strategy"]: r["peak_memory_mb"] for r in rows if r["frames"] == lengths[0]}
     print(f"tiny DepthCrafter, {height}x{width}, SegmentStitching(window={window}, overlap={overlap})\n")
     print("| strategy | frames | peak memory (MB) | × shortest | frames/s |")

@@ -37,7 +37,9 @@ class Replay:
     def __call__(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         tensor = next(self._draws, None)
         if tensor is None:
-            raise AssertionError(f"vdf drew more noise than the official code (draw {self.used + 1}, shape {tuple(shape)})")
+            raise AssertionError(
+                f"vdf drew more noise than the official code (draw {self.used + 1}, shape {tuple(shape)})"
+            )
         if tensor.numel() != torch.Size(shape).numel():
             raise AssertionError(
                 f"noise draw {self.used}: vdf asks for {tuple(shape)}, the official code drew {tuple(tensor.shape)}"

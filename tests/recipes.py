@@ -10,9 +10,11 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 def tiny_files(family: str, *overlays: str) -> list[str]:
     """``configs/<family>.yaml``, ``configs/<family>/<overlay>.yaml`` ..., ``configs/tiny/<family>.yaml``."""
-    return ([os.path.join(CONFIGS, f"{family}.yaml")]
-            + [os.path.join(CONFIGS, family, f"{o}.yaml") for o in overlays]
-            + [os.path.join(CONFIGS, "tiny", f"{family}.yaml")])
+    return (
+        [os.path.join(CONFIGS, f"{family}.yaml")]
+        + [os.path.join(CONFIGS, family, f"{o}.yaml") for o in overlays]
+        + [os.path.join(CONFIGS, "tiny", f"{family}.yaml")]
+    )
 
 
 def tiny_args(family: str, *overlays: str) -> list[str]:

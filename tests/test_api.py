@@ -68,8 +68,16 @@ def test_every_input_kind_gives_the_same_prediction(dav2, tmp_path):
 
 
 def test_checkpoint_and_overrides(tmp_path, in_tmp_cwd):
-    cli = main(["fit", *[x for c in _tiny("dav2") for x in ("--config", c)], "--trainer.max_steps", "2",
-                "--trainer.limit_val_batches", "0"])
+    cli = main(
+        [
+            "fit",
+            *[x for c in _tiny("dav2") for x in ("--config", c)],
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_val_batches",
+            "0",
+        ]
+    )
     ckpt = os.path.join(cli.trainer.log_dir, "checkpoints", "last.ckpt")
     trained = vdf.load(_tiny("dav2"), ckpt=ckpt, device="cpu")
     for name, value in cli.model.predictor.state_dict().items():

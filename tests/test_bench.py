@@ -91,6 +91,11 @@ def test_weight_files_are_ignored_by_default():
     nulls = yaml.safe_load(extra)["model"]["init_args"]["predictor"]["init_args"]
     assert nulls["net"]["init_args"] == {"student_weights": None, "teacher_weights": None}
     assert "gradient_checkpointing" not in nulls, "flags are not weight files"
-    model = build_model(["--config", os.path.join(ROOT, "configs", "dav2.yaml"),
-                         *weight_file_overrides([os.path.join(ROOT, "configs", "dav2.yaml")])])
+    model = build_model(
+        [
+            "--config",
+            os.path.join(ROOT, "configs", "dav2.yaml"),
+            *weight_file_overrides([os.path.join(ROOT, "configs", "dav2.yaml")]),
+        ]
+    )
     assert type(model).__name__ == "FrameDepthTask", "the paper-scale config builds without its weight file"

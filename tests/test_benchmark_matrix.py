@@ -26,8 +26,14 @@ DATA_CONFIGS = sorted(Path(p).stem for p in glob.glob(str(ROOT / "configs" / "da
 def _smooth_rgb(path: Path, h: int, w: int, seed: int) -> None:
     # Smooth frames compress well, so native-size fakes stay small and quick to write.
     y, x = np.mgrid[0:h, 0:w]
-    image = np.stack([(x * 255 // max(w - 1, 1) + seed * 17) % 256, (y * 255 // max(h - 1, 1)) % 256,
-                      np.full_like(x, (seed * 53) % 256)], -1).astype(np.uint8)
+    image = np.stack(
+        [
+            (x * 255 // max(w - 1, 1) + seed * 17) % 256,
+            (y * 255 // max(h - 1, 1)) % 256,
+            np.full_like(x, (seed * 53) % 256),
+        ],
+        -1,
+    ).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
 
@@ -58,8 +64,13 @@ def _kitti(root: Path) -> None:
     for drive in KITTI_VAL_DRIVES:
         for i in (5, 6):
             _smooth_rgb(root / "raw_data" / drive[:10] / drive / "image_02/data" / f"{i:010d}.png", h, w, i)
-            _depth_png(root / "data_depth_annotated/val" / drive / "proj_depth/groundtruth/image_02" / f"{i:010d}.png",
-                       h, w, 300, 60000)
+            _depth_png(
+                root / "data_depth_annotated/val" / drive / "proj_depth/groundtruth/image_02" / f"{i:010d}.png",
+                h,
+                w,
+                300,
+                60000,
+            )
 
 
 def _bonn(root: Path) -> None:
@@ -85,8 +96,10 @@ def _scannet(root: Path, frames: int = 12) -> None:
         (folder / "pose").mkdir(exist_ok=True)
         np.savetxt(folder / "pose" / f"{i}.txt", pose)
     (folder / "intrinsic").mkdir(exist_ok=True)
-    np.savetxt(folder / "intrinsic" / "intrinsic_depth.txt",
-               np.array([[577.6, 0, 319.5, 0], [0, 578.7, 239.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    np.savetxt(
+        folder / "intrinsic" / "intrinsic_depth.txt",
+        np.array([[577.6, 0, 319.5, 0], [0, 578.7, 239.5, 0], [0, 0, 1, 0], [0, 0, 0, 1]]),
+    )
 
 
 def _nyuv2(root: Path) -> None:
@@ -136,8 +149,18 @@ def test_every_family_tests_on_every_data_config(family, benchmark_root, tmp_pat
     monkeypatch.setattr(VideoDepthTask, "_eval_step", recording)
     recipe = tiny_configs([str(ROOT / "configs" / f"{family}.yaml")])  # the family base, then its tiny overlay
     assert len(recipe) == 2
-    cli = main(["test", *[x for c in recipe for x in ("--config", c)], "--config", str(config),
-                "--trainer.limit_test_batches", "1", "--trainer.logger", "false"])
+    cli = main(
+        [
+            "test",
+            *[x for c in recipe for x in ("--config", c)],
+            "--config",
+            str(config),
+            "--trainer.limit_test_batches",
+            "1",
+            "--trainer.logger",
+            "false",
+        ]
+    )
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     names = cli.datamodule.dataset_names("test")
     for name in names:
@@ -160,11 +183,28 @@ def test_a_rule_with_protocol_sizes_runs_the_benchmark_at_its_fixed_size(benchma
         return clip(self, video, frame_index)
 
     monkeypatch.setattr(FramePredictor, "clip", recording)
-    rule = ('{"class_path": "vdf.predictors.resolution.RoundToMultiple", '
-            '"init_args": {"max_size": 1024, "multiple": 64, "protocol_sizes": true}}')
-    main(["test", "--config", str(ROOT / "configs/dav2.yaml"), "--config", str(ROOT / "configs/tiny/dav2.yaml"),
-          "--config", str(ROOT / "configs/data/sintel.yaml"),
-          "--model.init_args.predictor.init_args.resolution", rule, "--data.eval_num_frames", "2", "--trainer.limit_test_batches", "1",
-          "--trainer.logger", "false"])
+    rule = (
+        '{"class_path": "vdf.predictors.resolution.RoundToMultiple", '
+        '"init_args": {"max_size": 1024, "multiple": 64, "protocol_sizes": true}}'
+    )
+    main(
+        [
+            "test",
+            "--config",
+            str(ROOT / "configs/dav2.yaml"),
+            "--config",
+            str(ROOT / "configs/tiny/dav2.yaml"),
+            "--config",
+            str(ROOT / "configs/data/sintel.yaml"),
+            "--model.init_args.predictor.init_args.resolution",
+            rule,
+            "--data.eval_num_frames",
+            "2",
+            "--trainer.limit_test_batches",
+            "1",
+            "--trainer.logger",
+            "false",
+        ]
+    )
     # DepthCrafter's benchmark size for Sintel (436x1024 frames run at 448x1024).
     assert sizes and set(sizes) == {(448, 1024)}

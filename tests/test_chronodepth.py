@@ -17,8 +17,13 @@ from vdf.predictors import LatentDiffusionPredictor
 from vdf.tasks import LatentDiffusionTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNET_SIZES = dict(block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4),
-                  cross_attention_dim=32, addition_time_embed_dim=8)
+UNET_SIZES = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    num_attention_heads=(2, 4),
+    cross_attention_dim=32,
+    addition_time_embed_dim=8,
+)
 
 
 def chronodepth_predictor(seed: int = 0, **predictor_args) -> LatentDiffusionPredictor:
@@ -27,11 +32,24 @@ def chronodepth_predictor(seed: int = 0, **predictor_args) -> LatentDiffusionPre
     denoiser = SVDDepthDenoiser(
         unet=SVDUNet(**UNET_SIZES),
         vae=SVDVAE(block_out_channels=(32, 32), layers_per_block=1, chunk_size=4),
-        image_encoder=CLIPFrameEmbedder(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, patch_size=8, image_size=32, projection_dim=32,
-                                        black_image=True),
-        video_first=True, video_latent_sample=True, video_latent_scaled=True, noise_aug_strength=0.0,
-        fps_id=6, motion_bucket_id=127, noise_aug_id=0.0, clamp_channels=False,
+        image_encoder=CLIPFrameEmbedder(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            patch_size=8,
+            image_size=32,
+            projection_dim=32,
+            black_image=True,
+        ),
+        video_first=True,
+        video_latent_sample=True,
+        video_latent_scaled=True,
+        noise_aug_strength=0.0,
+        fps_id=6,
+        motion_bucket_id=127,
+        noise_aug_id=0.0,
+        clamp_channels=False,
     )
     args = dict(objective=EDM(sigma_sampler=LogNormalSigma(0.7, 1.6)), normalization=DepthMinMax(), steps=2)
     args.update(predictor_args)
@@ -102,7 +120,8 @@ def test_chronodepth_conventions_black_frame_clip_rgb_first():
     video = torch.rand(1, 2, 3, 16, 16)
     cond = predictor.condition(video, torch.Generator().manual_seed(0))
     black = predictor.denoiser.image_encoder.encoder(
-        pixel_values=predictor.denoiser.image_encoder.preprocess(torch.zeros(1, 3, 16, 16))).image_embeds
+        pixel_values=predictor.denoiser.image_encoder.preprocess(torch.zeros(1, 3, 16, 16))
+    ).image_embeds
     assert torch.allclose(cond.embeddings[0, 0, 0], black[0], atol=1e-5)
     assert torch.allclose(cond.embeddings[0, 1], cond.embeddings[0, 0])
     assert cond.added_time_ids.tolist() == [[6.0, 127.0, 0.0]]
@@ -142,9 +161,18 @@ def svd_scheduler():
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        prediction_type="v_prediction", interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.002,
-        sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous", steps_offset=1,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        steps_offset=1,
     )
 
 
@@ -249,8 +277,15 @@ class RecordingLatentModel:
 
         levels = self.objective.schedule(steps or self.steps)
         out = self.sampler(net, self.objective, x, levels, fixed, fixed_latents)
-        self.calls.append(dict(frames=cond.video_latents[0, :, 0, 0, 0].long().tolist(), fixed=fixed,
-                               x=x.clone(), out=out.clone(), timesteps=timesteps))
+        self.calls.append(
+            dict(
+                frames=cond.video_latents[0, :, 0, 0, 0].long().tolist(),
+                fixed=fixed,
+                x=x.clone(),
+                out=out.clone(),
+                timesteps=timesteps,
+            )
+        )
         return out
 
     def decode(self, latents):
@@ -269,8 +304,9 @@ def test_window_schedule_matches_chronodepth_n23():
     assert window_schedule(20, 10, 5) == [(0, 0, 10), (5, 10, 15), (10, 15, 20)]
 
 
-@pytest.mark.parametrize("n,window,stride", [(23, 10, 5), (11, 10, 5), (12, 10, 5), (20, 10, 5), (9, 4, 3),
-                                             (7, 3, 1), (8, 4, 4)])
+@pytest.mark.parametrize(
+    "n,window,stride", [(23, 10, 5), (11, 10, 5), (12, 10, 5), (20, 10, 5), (9, 4, 3), (7, 3, 1), (8, 4, 4)]
+)
 def test_sliding_window_calls_follow_the_schedule(n, window, stride):
     model = RecordingLatentModel()
     out = list(SlidingWindowContext(window, stride)(model, frames(n, 8, 8)))
@@ -355,7 +391,7 @@ def test_a_single_window_equals_the_plain_clip_forward(shared_predictor):
 def test_output_is_the_models_decode_without_video_min_max():
     model = RecordingLatentModel()
     out = torch.stack(list(SlidingWindowContext(4, 2)(model, frames(9, 8, 8))))
-    finals = torch.cat([c["out"][0, (0 if c["fixed"] is None else int(c["fixed"].sum())):] for c in model.calls])
+    finals = torch.cat([c["out"][0, (0 if c["fixed"] is None else int(c["fixed"].sum())) :] for c in model.calls])
     assert torch.allclose(out, model.decode(finals[None])[0])
 
 
@@ -433,18 +469,25 @@ def test_full_and_tiny_configs_share_the_recipe(name):
     assert full["model"]["class_path"] == tiny["model"]["class_path"] == "vdf.tasks.LatentDiffusionTask"
     assert f["predictor"]["class_path"] == t["predictor"]["class_path"] == "vdf.predictors.LatentDiffusionPredictor"
     drop = {"unet", "vae", "image_encoder"}
-    assert {k: v for k, v in fp["denoiser"]["init_args"].items() if k not in drop} == \
-        {k: v for k, v in tp["denoiser"]["init_args"].items() if k not in drop}
+    assert {k: v for k, v in fp["denoiser"]["init_args"].items() if k not in drop} == {
+        k: v for k, v in tp["denoiser"]["init_args"].items() if k not in drop
+    }
     assert fp["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
     assert tp["denoiser"]["init_args"]["image_encoder"]["init_args"]["black_image"] is True
     for key in ("objective", "normalization", "sampler"):
         assert fp.get(key) == tp.get(key), key
     assert f.get("per_frame_levels") == t.get("per_frame_levels") is True
-    assert fp["sampler"] in ("vdf.diffusion.ScaledSampleEulerSampler",  # the official loop
-                             {"class_path": "vdf.diffusion.ScaledSampleEulerSampler"})
+    assert fp["sampler"] in (
+        "vdf.diffusion.ScaledSampleEulerSampler",  # the official loop
+        {"class_path": "vdf.diffusion.ScaledSampleEulerSampler"},
+    )
     assert fp["resolution"]["class_path"] == tp["resolution"]["class_path"]
-    assert fp["resolution"]["init_args"] == {"max_size": 1024, "multiple": 64, "rounding": "nearest",
-                                             "mode": "bilinear"}
+    assert fp["resolution"]["init_args"] == {
+        "max_size": 1024,
+        "multiple": 64,
+        "rounding": "nearest",
+        "mode": "bilinear",
+    }
     assert fp["strategy"]["class_path"] == tp["strategy"]["class_path"] == "vdf.inference.SlidingWindowContext"
     assert fp["strategy"]["init_args"] == {"window": 10, "stride": 5} and fp["steps"] == 5
     callbacks = lambda c: [cb["init_args"] for cb in c["trainer"].get("callbacks", [])]

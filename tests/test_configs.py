@@ -76,7 +76,18 @@ def test_data_config_parses(config, capsys, in_tmp_cwd):
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if tiny_configs(r) != r], ids=_rel)
 def test_tiny_recipe_fits_validates_and_tests(recipe, in_tmp_cwd):
     config = _args(tiny_configs(recipe))
-    fast = ["--trainer.max_epochs", "1", "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
+    fast = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        "1",
+    ]
     cli = main(["fit", *config, *fast])
     trainer = cli.trainer
     assert trainer.global_step == 2

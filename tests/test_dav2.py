@@ -26,9 +26,7 @@ OFFICIAL = {
     "vitg": (1536, 40, 384, [1536, 1536, 1536, 1536], 4096),
 }
 # A tiny model for CPU tests (what configs/tiny uses): the official layout with small widths.
-TINY = dict(
-    embed_dim=48, depth=4, num_heads=2, layer_indices=[0, 1, 2, 3], features=16, out_channels=[8, 16, 24, 32]
-)
+TINY = dict(embed_dim=48, depth=4, num_heads=2, layer_indices=[0, 1, 2, 3], features=16, out_channels=[8, 16, 24, 32])
 TINY_SPEC = (48, 4, 16, [8, 16, 24, 32], None)
 
 
@@ -180,9 +178,7 @@ def test_output_shapes(tiny_model, hw):
     assert (y >= 0).all()
 
 
-@pytest.mark.parametrize(
-    "hw,hint", [((500, 518), "height 500 -> 490 or 504"), ((518, 100), "width 100 -> 98 or 112")]
-)
+@pytest.mark.parametrize("hw,hint", [((500, 518), "height 500 -> 490 or 504"), ((518, 100), "width 100 -> 98 or 112")])
 def test_non_multiple_of_14_is_a_clear_error(tiny_model, hw, hint):
     with pytest.raises(ValueError) as e:
         tiny_model(torch.zeros(1, 3, *hw))

@@ -83,15 +83,15 @@ def test_load_reproduces_the_checkpoint(dav_folder):
     torch.testing.assert_close(run(unet, sample, pos), run(reference.eval(), sample, pos))
 
 
-@pytest.mark.parametrize(
-    "name", ["diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin", "sharded"]
-)
+@pytest.mark.parametrize("name", ["diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin", "sharded"])
 def test_other_weight_files(tmp_path, dav_folder, name):
     _, sd = dav_folder
     if name == "sharded":
         keys = sorted(sd)
-        shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-                  "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+        shards = {
+            "diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+            "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+        }
         folder = tmp_path / "unet"
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(DAV_CONFIG))
@@ -133,8 +133,11 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, dav_folder):
     assert str(folder) in str(err.value)
 
     # an SVD checkpoint (added-time embedding, frame embedding) is not a DAV one
-    svd_like = {**sd, "add_embedding.linear_1.weight": torch.zeros(4, 24),
-                "down_blocks.0.attentions.0.time_pos_embed.linear_1.weight": torch.zeros(128, 32)}
+    svd_like = {
+        **sd,
+        "add_embedding.linear_1.weight": torch.zeros(4, 24),
+        "down_blocks.0.attentions.0.time_pos_embed.linear_1.weight": torch.zeros(128, 32),
+    }
     folder = write_folder(tmp_path / "svd", DAV_CONFIG, svd_like)
     with pytest.raises(StateDictMismatchError) as err:
         load_dav_unet(folder)

@@ -51,11 +51,17 @@ from vdf.data.datasets.synthetic import SyntheticWorld
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "configs" / "dav2.yaml", ROOT / "configs" / "tiny" / "dav2.yaml"]
 COMMON = [
-    "--config", str(CONFIGS[0]), "--config", str(CONFIGS[1]),
-    "--trainer.accelerator", "cpu",
-    "--trainer.enable_progress_bar", "false",
+    "--config",
+    str(CONFIGS[0]),
+    "--config",
+    str(CONFIGS[1]),
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
     "--trainer.callbacks+=ddp_helpers.RecordRun",
-    "--data.batch_size", "1",
+    "--data.batch_size",
+    "1",
 ]
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
 # The whole epoch (8 clips -> 8 global batches), so the per-rank count comes from the sampler,
@@ -64,14 +70,20 @@ FIT = ["--trainer.limit_train_batches", "1.0"]
 
 
 def _vdf(args: list[str], cwd: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith(("PL_", "MASTER_", "LOCAL_", "GROUP_", "ROLE_", "TORCHELASTIC_"))
-                   or k in ("RANK", "WORLD_SIZE", "NODE_RANK"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (
+            k.startswith(("PL_", "MASTER_", "LOCAL_", "GROUP_", "ROLE_", "TORCHELASTIC_"))
+            or k in ("RANK", "WORLD_SIZE", "NODE_RANK")
+        )
+    }
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")])
     cwd.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "vdf", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "vdf", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     if done.returncode != 0:
         raise AssertionError(
             f"vdf {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"

@@ -25,18 +25,33 @@ from vdf.tasks import KeyframeInterpolationTask, LatentDiffusionTask
 
 def tiny_denoiser(in_channels: int = 8, seed: int = 0) -> SVDDepthDenoiser:
     torch.manual_seed(seed)
-    unet = SVDUNet(in_channels=in_channels, block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4),
-                   cross_attention_dim=32, added_time_ids=False, temporal_rope=True)
+    unet = SVDUNet(
+        in_channels=in_channels,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        num_attention_heads=(2, 4),
+        cross_attention_dim=32,
+        added_time_ids=False,
+        temporal_rope=True,
+    )
     vae = SVDVAE(block_out_channels=(32, 32), layers_per_block=1, chunk_size=4)
-    return SVDDepthDenoiser(unet, vae, ZeroFrameEmbedder(32), video_latent_scaled=True, noise_aug_strength=0.0,
-                            clamp_channels=False)
+    return SVDDepthDenoiser(
+        unet, vae, ZeroFrameEmbedder(32), video_latent_scaled=True, noise_aug_strength=0.0, clamp_channels=False
+    )
 
 
-def dav_predictor(in_channels: int = 8, interpolator: LatentDiffusionPredictor | None = None,
-                  **kwargs) -> LatentDiffusionPredictor:
-    return LatentDiffusionPredictor(tiny_denoiser(in_channels), objective=FlowMatching(shift=3.0),
-                                    normalization=PercentileDisparity(0.02, 0.98, per_frame=True), steps=3,
-                                    frame_positions=True, interpolator=interpolator, **kwargs).eval()
+def dav_predictor(
+    in_channels: int = 8, interpolator: LatentDiffusionPredictor | None = None, **kwargs
+) -> LatentDiffusionPredictor:
+    return LatentDiffusionPredictor(
+        tiny_denoiser(in_channels),
+        objective=FlowMatching(shift=3.0),
+        normalization=PercentileDisparity(0.02, 0.98, per_frame=True),
+        steps=3,
+        frame_positions=True,
+        interpolator=interpolator,
+        **kwargs,
+    ).eval()
 
 
 def dav_task(cls=LatentDiffusionTask, in_channels: int = 8, **kwargs):
@@ -118,8 +133,10 @@ def test_dav_folders_load_through_svd_unet(tmp_path):
     sample, ctx = torch.randn(1, 3, 8, 8, 8, generator=g), torch.zeros(1, 1, 32)
     pos = torch.tensor([[0, 12, 17]])
     with torch.no_grad():
-        torch.testing.assert_close(unet(sample, torch.tensor([500.0]), ctx, position_ids=pos),
-                                   svd_unet_forward(reference, sample, torch.tensor([500.0]), ctx, position_ids=pos))
+        torch.testing.assert_close(
+            unet(sample, torch.tensor([500.0]), ctx, position_ids=pos),
+            svd_unet_forward(reference, sample, torch.tensor([500.0]), ctx, position_ids=pos),
+        )
     # unet_interp: 16 input channels, read from its config.json.
     config16 = {**DAV_CONFIG, "in_channels": 16}
     folder16 = write_folder(tmp_path / "unet_interp", config16, dav_state_dict(config16))
@@ -133,8 +150,12 @@ def _batch(frame_index):
     g = torch.Generator().manual_seed(0)
     t = len(frame_index)
     depth = 1 + torch.rand(1, t, 1, 16, 16, generator=g) * 5
-    return {"video": torch.rand(1, t, 3, 16, 16, generator=g), "depth": depth, "valid": torch.ones_like(depth, dtype=torch.bool),
-            "frame_index": torch.tensor([frame_index])}
+    return {
+        "video": torch.rand(1, t, 3, 16, 16, generator=g),
+        "depth": depth,
+        "valid": torch.ones_like(depth, dtype=torch.bool),
+        "frame_index": torch.tensor([frame_index]),
+    }
 
 
 @pytest.mark.parametrize("task_kind", ["base", "interp"])
@@ -214,12 +235,21 @@ class Recorder:
 
     def condition(self, video, generator=None):
         v = video.mean(dim=(2, 3, 4))
-        return SVDCondition(v[:, :, None, None, None].expand(*v.shape, 4, 2, 2).clone(), torch.zeros(*v.shape, 1, 8), None)
+        return SVDCondition(
+            v[:, :, None, None, None].expand(*v.shape, 4, 2, 2).clone(), torch.zeros(*v.shape, 1, 8), None
+        )
 
     def denoise(self, cond, x, fixed=None, fixed_latents=None, position_ids=None, extra=None, steps=None):
         frames = [round(float(v) * 1000) for v in cond.video_latents[0, :, 0, 0, 0]]
-        self.calls.append(dict(frames=frames, positions=position_ids[0].tolist(), extra=extra,
-                               fixed=None if fixed is None else fixed[0].tolist(), steps=steps))
+        self.calls.append(
+            dict(
+                frames=frames,
+                positions=position_ids[0].tolist(),
+                extra=extra,
+                fixed=None if fixed is None else fixed[0].tolist(),
+                steps=steps,
+            )
+        )
         out = cond.video_latents.clone()
         if self.window_value:
             out = out[:, :1].expand_as(out).clone()
@@ -270,8 +300,11 @@ def test_official_layout_one_item_per_frame(n, settings):
 
 
 @pytest.mark.parametrize("n", [1, 7, 20, 33, 40, 47, 70, 200])
-@pytest.mark.parametrize("settings", [{}, {"num_frames": 8, "interp_frames": 4, "overlap": 2},
-                                      {"num_frames": 4, "interp_frames": 3, "overlap": 2}], ids=["dav", "small", "tiny"])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"num_frames": 8, "interp_frames": 4, "overlap": 2}, {"num_frames": 4, "interp_frames": 3, "overlap": 2}],
+    ids=["dav", "small", "tiny"],
+)
 def test_fill_dropped_frames_gives_every_frame_an_output(n, settings):
     out, _ = run_strategy(n, interpolator=Recorder(), fill_dropped_frames=True, **settings)
     assert out == pytest.approx(list(range(n)), abs=1e-3)
@@ -428,14 +461,17 @@ def test_strategy_argument_checks():
 def test_tiny_models_through_keyframe_interpolation(base_task):
     # The base network is base_task's (same seed), the interpolator a 16-channel one.
     predictor = dav_predictor(interpolator=dav_predictor(16))
-    assert all(torch.equal(v, base_task.predictor.denoiser.state_dict()[k])
-               for k, v in predictor.denoiser.state_dict().items())
+    assert all(
+        torch.equal(v, base_task.predictor.denoiser.state_dict()[k]) for k, v in predictor.denoiser.state_dict().items()
+    )
     settings = dict(num_frames=4, interp_frames=3, overlap=2, steps=1)
     video = torch.rand(9, 3, 16, 16)  # the first 6 frames: keyframes 0 and 4, outputs 1..3
     out = list(KeyframeInterpolation(**settings)(predictor, iter(video)))
     assert [o is not None for o in out] == [False, True, True, True] + [False] * 5
     assert all(o.shape == (1, 16, 16) and torch.isfinite(o).all() for o in out if o is not None)
-    filled = list(KeyframeInterpolation(fill_dropped_frames=True, context_keyframes=1, **settings)(predictor, iter(video)))
+    filled = list(
+        KeyframeInterpolation(fill_dropped_frames=True, context_keyframes=1, **settings)(predictor, iter(video))
+    )
     assert all(o is not None and o.shape == (1, 16, 16) for o in filled)
     for i in (1, 2, 3):  # the same noise draws come first: the official frames are unchanged
         torch.testing.assert_close(filled[i], out[i])

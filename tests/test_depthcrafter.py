@@ -17,13 +17,19 @@ from vdf.models.svd import SVDCondition, parameter_group
 
 ROOT = Path(__file__).resolve().parents[1]
 # DepthCrafter's stage-1 recipe (the family base, the stage overlay) with the family's tiny overlay.
-TINY_CONFIGS = tiny_configs([str(ROOT / "configs" / "depthcrafter.yaml"),
-                             str(ROOT / "configs" / "depthcrafter" / "stage1.yaml")])
+TINY_CONFIGS = tiny_configs(
+    [str(ROOT / "configs" / "depthcrafter.yaml"), str(ROOT / "configs" / "depthcrafter" / "stage1.yaml")]
+)
 TINY = [x for c in TINY_CONFIGS for x in ("--config", c)]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.callbacks=[]",
-         ]
-VAL = ["--data.val=[{class_path: vdf.data.datasets.synthetic.SyntheticWorld, init_args: "
-       "{num_episodes: 4, num_frames: 4, height: 32, width: 48, seed: 1000}}]", "--trainer.limit_val_batches=4"]
+QUIET = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.callbacks=[]",
+]
+VAL = [
+    "--data.val=[{class_path: vdf.data.datasets.synthetic.SyntheticWorld, init_args: "
+    "{num_episodes: 4, num_frames: 4, height: 32, width: 48, seed: 1000}}]",
+    "--trainer.limit_val_batches=4",
+]
 
 
 def unet_params(cli) -> dict[str, torch.Tensor]:
@@ -33,8 +39,17 @@ def unet_params(cli) -> dict[str, torch.Tensor]:
 def test_tiny_depthcrafter_learns_on_the_synthetic_world(in_tmp_cwd):
     before = main(["validate", *TINY, *VAL, "--trainer.enable_progress_bar=false"])
     untrained = float(before.trainer.callback_metrics["val/abs_rel"])
-    cli = main(["fit", *TINY, *VAL, "--trainer.enable_progress_bar=false", "--trainer.max_epochs=6",
-                "--trainer.limit_train_batches=8", "--trainer.num_sanity_val_steps=0"])
+    cli = main(
+        [
+            "fit",
+            *TINY,
+            *VAL,
+            "--trainer.enable_progress_bar=false",
+            "--trainer.max_epochs=6",
+            "--trainer.limit_train_batches=8",
+            "--trainer.num_sanity_val_steps=0",
+        ]
+    )
     trained = float(cli.trainer.callback_metrics["val/abs_rel"])
     assert cli.trainer.global_step >= 24
     assert trained < 0.8 * untrained, (untrained, trained)
@@ -42,9 +57,17 @@ def test_tiny_depthcrafter_learns_on_the_synthetic_world(in_tmp_cwd):
 
 @pytest.mark.parametrize("trainable", ["temporal", "spatial"])
 def test_freezing_stops_updates_and_holds_no_gradients(trainable, in_tmp_cwd):
-    cli = main(["fit", *TINY, *QUIET, "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
-                "--trainer.callbacks=[{class_path: vdf.callbacks.freezing.StagedFreezing, "
-                f"init_args: {{trainable: {trainable}}}}}]"])
+    cli = main(
+        [
+            "fit",
+            *TINY,
+            *QUIET,
+            "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0",
+            "--trainer.callbacks=[{class_path: vdf.callbacks.freezing.StagedFreezing, "
+            f"init_args: {{trainable: {trainable}}}}}]",
+        ]
+    )
     model = cli.model
     initial = main(["fit", *TINY, *QUIET, "--trainer.max_steps=0", "--trainer.limit_val_batches=0"])
     start = unet_params(initial)
@@ -61,9 +84,17 @@ def test_freezing_stops_updates_and_holds_no_gradients(trainable, in_tmp_cwd):
 
 
 def test_stage_switch_mid_run_on_one_process(in_tmp_cwd):
-    cli = main(["fit", *TINY, *QUIET, "--trainer.max_steps=4", "--trainer.limit_val_batches=0",
-                "--trainer.callbacks=[{class_path: vdf.callbacks.freezing.StagedFreezing, init_args: "
-                "{stages: [{trainable: all, start_step: 0}, {trainable: temporal, start_step: 2}]}}]"])
+    cli = main(
+        [
+            "fit",
+            *TINY,
+            *QUIET,
+            "--trainer.max_steps=4",
+            "--trainer.limit_val_batches=0",
+            "--trainer.callbacks=[{class_path: vdf.callbacks.freezing.StagedFreezing, init_args: "
+            "{stages: [{trainable: all, start_step: 0}, {trainable: temporal, start_step: 2}]}}]",
+        ]
+    )
     unet = cli.model.predictor.denoiser.unet
     temporal = [p for n, p in unet.named_parameters() if parameter_group(n) == "temporal"]
     assert all(p.requires_grad for p in temporal)

@@ -24,15 +24,38 @@ PAGES = (
     + [os.path.join(ROOT, "README.md")]
 )
 FAST = {
-    "fit": ["--trainer.max_epochs", "1", "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "2",
-            "--trainer.limit_val_batches", "1"],
+    "fit": [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    ],
     "validate": ["--trainer.limit_val_batches", "1"],
     "test": ["--trainer.limit_test_batches", "1"],
     # Tools: the experiment runner in tiny mode into the temporary folder (never over the
     # committed results); bench at a small size.
     "experiment": ["--tiny", "--output", "experiment_out"],
-    "bench": ["--height", "28", "--width", "42", "--frames", "4", "--warmup", "1", "--repeats", "1", "--device", "cpu",
-              "--no_bf16", "--no_compile", "--no_isolate"],
+    "bench": [
+        "--height",
+        "28",
+        "--width",
+        "42",
+        "--frames",
+        "4",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+        "--no_bf16",
+        "--no_compile",
+        "--no_isolate",
+    ],
 }
 
 

@@ -23,7 +23,10 @@ def _nav_pages(nav) -> list[str]:
 def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
@@ -37,12 +40,14 @@ def test_every_page_is_in_the_nav():
     docs = os.path.join(ROOT, "docs")
     pages = {
         os.path.relpath(os.path.join(d, f), docs).replace(os.sep, "/")
-        for d, _, files in os.walk(docs) for f in files if f.endswith(".md")
+        for d, _, files in os.walk(docs)
+        for f in files
+        if f.endswith(".md")
     }
     assert in_nav - pages == set(), f"nav entries without a page: {sorted(in_nav - pages)}"
     # Committed pages must be reachable from the nav (pages being written may wait for theirs).
     listed = subprocess.run(["git", "ls-files", "docs"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode == 0:
-        tracked = {p[len("docs/"):] for p in listed.stdout.split() if p.endswith(".md")}
+        tracked = {p[len("docs/") :] for p in listed.stdout.split() if p.endswith(".md")}
         missing = sorted(tracked - in_nav)
         assert not missing, f"committed pages missing from mkdocs.yml nav: {missing}"

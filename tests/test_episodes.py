@@ -67,8 +67,14 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
 HOSTILE = st.one_of(
-    st.just(float("nan")), st.just(float("inf")), st.just(-float("inf")), st.just(0.0), st.just(-1.0),
-    st.floats(1e-30, 1e-6), st.floats(1e6, 1e30), st.floats(0.1, 100.0),
+    st.just(float("nan")),
+    st.just(float("inf")),
+    st.just(-float("inf")),
+    st.just(0.0),
+    st.just(-1.0),
+    st.floats(1e-30, 1e-6),
+    st.floats(1e6, 1e30),
+    st.floats(0.1, 100.0),
 )
 
 
@@ -78,8 +84,12 @@ def test_hostile_depth_values_never_reach_a_sample_as_valid(folder, tmp_path_fac
     root, _ = folder
     work = tmp_path_factory.mktemp("hostile")
     (work / "a.mp4").write_bytes((root / "episode_00000.mp4").read_bytes())
-    np.savez(work / "a_gt.npz", depth=depth, valid=np.full(depth.shape, stored_valid),
-             frame_index=np.arange(3, dtype=np.int64))
+    np.savez(
+        work / "a_gt.npz",
+        depth=depth,
+        valid=np.full(depth.shape, stored_valid),
+        frame_index=np.arange(3, dtype=np.int64),
+    )
     sample = EpisodeFolder(str(work)).load(0, [0, 1, 2])
     d, v = sample["depth"][:, 0].numpy(), sample["valid"][:, 0].numpy()
     assert np.isfinite(d).all() and (d >= 0).all()

@@ -95,7 +95,9 @@ def test_sintel_reads_dpt_rgb_and_cameras(tmp_path):
     valid = np.isfinite(depth) & (depth > 0)
     assert np.array_equal(sample["valid"][1, 0].numpy(), valid)
     assert not sample["valid"][1, 0, 0, :3].any()
-    assert sample["valid"][1, 0][torch.from_numpy(np.isfinite(depth) & (depth >= 70))].all()  # far stays valid: the metric caps it
+    assert sample["valid"][1, 0][
+        torch.from_numpy(np.isfinite(depth) & (depth >= 70))
+    ].all()  # far stays valid: the metric caps it
     assert np.array_equal(sample["depth"][1, 0].numpy(), np.where(valid, depth, 0))
     assert np.allclose(sample["intrinsics"][1].numpy(), k)
     expected_pose = np.linalg.inv(np.vstack([n_, [0, 0, 0, 1]]))

@@ -61,8 +61,9 @@ def test_a_depth_prediction_enters_disparity_space_only_once_metric():
 def test_defaults_are_the_disparity_protocol_and_bad_spaces_are_refused():
     gt = _scene(5)
     pred = torch.rand(gt.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    assert evaluate_sequence(pred, gt, 10.0) == evaluate_sequence(pred, gt, 10.0, pred_space="disparity",
-                                                                  align_space="disparity")
+    assert evaluate_sequence(pred, gt, 10.0) == evaluate_sequence(
+        pred, gt, 10.0, pred_space="disparity", align_space="disparity"
+    )
     with pytest.raises(ValueError, match="align_space"):
         evaluate_sequence(pred, gt, 10.0, align_space="log")
     with pytest.raises(ValueError, match="pred_space"):

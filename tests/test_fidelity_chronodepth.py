@@ -62,8 +62,11 @@ def model():
     """The shipped inference config with the fixture weights (the VAE is vdf's shipped tiny one),
     in float32 (the config holds the networks in float16, as the official script; the fixtures
     compare in float32 on the CPU)."""
-    folders = {"unet": FOLDER / "unet", "vae": ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae",
-               "image_encoder": FOLDER / "image_encoder"}
+    folders = {
+        "unet": FOLDER / "unet",
+        "vae": ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae",
+        "image_encoder": FOLDER / "image_encoder",
+    }
     overrides = {}
     for net, folder in folders.items():
         overrides[f"denoiser.init_args.{net}.init_args.weights"] = str(folder)
@@ -104,8 +107,13 @@ def test_shipped_config_is_the_official_pipeline(model):
     assert model.denoiser.vae.force_upcast
     rule = model.resolution
     assert isinstance(rule, RoundToMultiple)
-    assert (rule.max_size, rule.multiple, rule.rounding, rule.mode, rule.antialias) == (1024, 64, "nearest", "bilinear",
-                                                                                        False)
+    assert (rule.max_size, rule.multiple, rule.rounding, rule.mode, rule.antialias) == (
+        1024,
+        64,
+        "nearest",
+        "bilinear",
+        False,
+    )
     assert rule.restore_mode == "bilinear"
 
 

@@ -30,13 +30,15 @@ def dav_model(strategy_args: dict[str, int] | None = None):
     """The shipped config's predictor (`vdf.load`) with the fixture weights, on the CPU."""
     overrides = {}
     for prefix, unet in (("", "unet"), ("interpolator.init_args.", "unet_interp")):
-        overrides.update({
-            prefix + "denoiser.init_args.unet.init_args.weights": str(FOLDER / unet),
-            prefix + "denoiser.init_args.vae.init_args.weights": TINY_VAE,
-            prefix + "objective.init_args.scheduler_config": str(FOLDER),
-            # The fixtures compare in float32 (the recipe's VAE holds float16 weights).
-            prefix + "denoiser.init_args.vae.init_args.weights_dtype": "float32",
-        })
+        overrides.update(
+            {
+                prefix + "denoiser.init_args.unet.init_args.weights": str(FOLDER / unet),
+                prefix + "denoiser.init_args.vae.init_args.weights": TINY_VAE,
+                prefix + "objective.init_args.scheduler_config": str(FOLDER),
+                # The fixtures compare in float32 (the recipe's VAE holds float16 weights).
+                prefix + "denoiser.init_args.vae.init_args.weights_dtype": "float32",
+            }
+        )
     for key, value in (strategy_args or {}).items():
         overrides[f"strategy.init_args.{key}"] = value
     return vdf.load(os.path.join(ROOT, "configs", "depthanyvideo.yaml"), device="cpu", **overrides)
@@ -60,8 +62,11 @@ def shipped():
 @pytest.mark.parametrize("case", ["single", "keyframes_40", "keyframes_47", "capped"])
 def test_official_pipeline(case, shipped, monkeypatch):
     tensors, meta = load_case("depthanyvideo", case)
-    settings = {"num_frames": meta["num_frames"], "interp_frames": meta["num_interp_frames"],
-                "overlap": meta["num_overlap_frames"]}
+    settings = {
+        "num_frames": meta["num_frames"],
+        "interp_frames": meta["num_interp_frames"],
+        "overlap": meta["num_overlap_frames"],
+    }
     model = shipped if settings == DEFAULTS else dav_model(settings)
     assert model.objective.shift == 3.0 and model.interpolator.objective.shift == 3.0
     replay = Replay(noise_draws(tensors))
@@ -90,7 +95,11 @@ def test_preprocessing_equals_the_official_resize_and_crop():
         frame = tensors[f"input.{i}"].float() / 255
         assert rule.size(height, width) == (out_h, out_w)
         ours = rule.prepare(frame[None], (out_h, out_w))[0]
-        assert torch.equal((ours * 255).round().to(torch.uint8), tensors[f"output.{i}"]), (height, width, max_resolution)
+        assert torch.equal((ours * 255).round().to(torch.uint8), tensors[f"output.{i}"]), (
+            height,
+            width,
+            max_resolution,
+        )
 
 
 def test_shift_is_read_from_the_hub_layout(tmp_path):

@@ -59,17 +59,19 @@ def _overrides(case: str, meta: dict) -> dict:
         args["dav2_weights"] = None
     else:
         teacher_features, teacher_channels = tiny["dpt"]["256"]
-        args.update({
-            "student_weights": None,
-            "teacher_weights": None,
-            "teacher_embed_dim": tiny["vit"]["vitl"]["embed_dim"],
-            "teacher_depth": tiny["vit"]["vitl"]["depth"],
-            "teacher_num_heads": tiny["vit"]["vitl"]["num_heads"],
-            "teacher_layer_indices": tiny["layers"]["vitl"],
-            "teacher_features": teacher_features,
-            "teacher_out_channels": teacher_channels,
-            "teacher_resolution": meta["teacher_resolution"],
-        })
+        args.update(
+            {
+                "student_weights": None,
+                "teacher_weights": None,
+                "teacher_embed_dim": tiny["vit"]["vitl"]["embed_dim"],
+                "teacher_depth": tiny["vit"]["vitl"]["depth"],
+                "teacher_num_heads": tiny["vit"]["vitl"]["num_heads"],
+                "teacher_layer_indices": tiny["layers"]["vitl"],
+                "teacher_features": teacher_features,
+                "teacher_out_channels": teacher_channels,
+                "teacher_resolution": meta["teacher_resolution"],
+            }
+        )
     # A config layer (not `vdf.load` keyword overrides), so that nulls are nulls.
     return {"model": {"init_args": {"predictor": {"init_args": {"net": {"init_args": args}}}}}}
 
@@ -102,10 +104,16 @@ def test_streaming_inference_equals_the_official_pipeline(case):
         ours, theirs = processed[t], tensors["official.processed"][t]
         assert ours.shape == theirs.shape == (1, *size)
         assert restored[t].shape == tensors["official.restored"][t].shape == (1, height, width)
-        differences.append((max_relative_difference(ours, theirs),
-                            max_relative_difference(restored[t], tensors["official.restored"][t])))
-    print(f"\nFlashDepth {name}: max relative difference per frame (processed, restored): "
-          + ", ".join(f"({a:.2e}, {b:.2e})" for a, b in differences))
+        differences.append(
+            (
+                max_relative_difference(ours, theirs),
+                max_relative_difference(restored[t], tensors["official.restored"][t]),
+            )
+        )
+    print(
+        f"\nFlashDepth {name}: max relative difference per frame (processed, restored): "
+        + ", ".join(f"({a:.2e}, {b:.2e})" for a, b in differences)
+    )
     assert max(max(d) for d in differences) <= TOLERANCE, differences
 
 
@@ -153,7 +161,14 @@ def test_shipped_configs_run_the_official_inference_settings(overlay, capsys, in
     predictor = init["predictor"]["init_args"]
     assert predictor["resolution"]["class_path"].endswith("CapThenRoundToMultiple")
     # The official settings; the resolved config also lists the arguments left at their defaults.
-    assert predictor["resolution"]["init_args"] == {"max_size": 2044, "multiple": 14, "rounding": "up",
-                                                    "mode": "bicubic", "antialias": False, "clip": True,
-                                                    "restore_mode": "bilinear", "restore_align_corners": True}
+    assert predictor["resolution"]["init_args"] == {
+        "max_size": 2044,
+        "multiple": 14,
+        "rounding": "up",
+        "mode": "bicubic",
+        "antialias": False,
+        "clip": True,
+        "restore_mode": "bilinear",
+        "restore_align_corners": True,
+    }
     assert predictor.get("input_size") is None and init.get("loss") is None  # default: L1 on 100/depth

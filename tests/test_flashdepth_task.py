@@ -19,8 +19,7 @@ def _configs(name: str) -> list[str]:
 
 @pytest.mark.parametrize("config", ["flashdepth_s", "flashdepth"])
 def test_streaming_over_a_clip_equals_the_clip_forward(config, in_tmp_cwd):
-    cli = main(["validate", *_configs(config),
-                "--trainer.limit_val_batches", "0"])
+    cli = main(["validate", *_configs(config), "--trainer.limit_val_batches", "0"])
     task = cli.model.eval()
     torch.manual_seed(0)
     # Make the temporal module (and the fusion) non-trivial: they start as exact identities.
@@ -44,8 +43,7 @@ def test_streaming_over_a_clip_equals_the_clip_forward(config, in_tmp_cwd):
 
 
 def test_training_steps_update_every_module_group(in_tmp_cwd):
-    cli = main(["validate", *_configs("flashdepth"),
-                "--trainer.limit_val_batches", "0"])
+    cli = main(["validate", *_configs("flashdepth"), "--trainer.limit_val_batches", "0"])
     task = cli.model.train()
     groups = {g["name"]: g for g in task.param_groups()}
     assert set(groups) == {"vit", "dpt", "mamba", "fusion"}
@@ -61,7 +59,12 @@ def test_training_steps_update_every_module_group(in_tmp_cwd):
         task.loss(task(sample["video"]), sample["depth"], sample["valid"]).backward()
         opt.step()
     changed = {n for n, p in task.named_parameters() if not torch.equal(p, before[n])}
-    for prefix in ("predictor.net.pretrained.", "predictor.net.depth_head.", "predictor.net.mamba.", "predictor.net.hybrid_fusion."):
+    for prefix in (
+        "predictor.net.pretrained.",
+        "predictor.net.depth_head.",
+        "predictor.net.mamba.",
+        "predictor.net.hybrid_fusion.",
+    ):
         assert any(n.startswith(prefix) for n in changed), prefix
     assert not any(n.startswith("predictor.net.teacher_model.") for n in changed)
 
@@ -72,14 +75,14 @@ def test_training_runs_at_the_data_size_and_inference_at_the_official_size(in_tm
     # keeps a crop that is already a multiple of 14 as it is.
     from vdf.predictors.resolution import CapThenRoundToMultiple
 
-    cli = main(["validate", *_configs("flashdepth_s"),
-                "--trainer.limit_val_batches", "0"])
+    cli = main(["validate", *_configs("flashdepth_s"), "--trainer.limit_val_batches", "0"])
     task = cli.model.eval()
     assert isinstance(task.predictor.resolution, CapThenRoundToMultiple) and task.predictor.input_size is None
     seen = []
     # The ViT sees the network's input (its patch embedding runs on the frames).
     task.predictor.net.pretrained.patch_embed.register_forward_pre_hook(
-        lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+        lambda module, args: seen.append(tuple(args[0].shape[-2:]))
+    )
     with torch.no_grad():
         assert task(torch.rand(1, 2, 3, 28, 42)).shape == (1, 2, 1, 28, 42)
         assert seen == [(28, 42)]
@@ -96,5 +99,13 @@ def test_training_runs_at_the_data_size_and_inference_at_the_official_size(in_tm
 
 def test_input_size_and_a_resizing_resolution_rule_do_not_combine(in_tmp_cwd):
     with pytest.raises(ValueError, match="would both resize"):
-        main(["validate", *_configs("flashdepth_s"),
-              "--model.init_args.predictor.init_args.input_size", "28", "--trainer.limit_val_batches", "0"])
+        main(
+            [
+                "validate",
+                *_configs("flashdepth_s"),
+                "--model.init_args.predictor.init_args.input_size",
+                "28",
+                "--trainer.limit_val_batches",
+                "0",
+            ]
+        )

@@ -29,8 +29,7 @@ class NaNAfter(nn.Module):
 
 def test_nonfinite_loss_stops_naming_step_and_sequences_after_saving_the_last_good_state(in_tmp_cwd):
     with pytest.raises(FloatingPointError) as error:
-        main(["fit", *TINY, "--model.init_args.loss", f"{__name__}.NaNAfter",
-              "--model.init_args.loss.steps", "2"])
+        main(["fit", *TINY, "--model.init_args.loss", f"{__name__}.NaNAfter", "--model.init_args.loss.steps", "2"])
     message = str(error.value)
     assert "global step 2" in message and "synthetic_world/episode_" in message
     path = message.split("saved in ")[1].split(" (resume")[0]
@@ -41,16 +40,33 @@ def test_nonfinite_loss_stops_naming_step_and_sequences_after_saving_the_last_go
 
 
 def test_checkpoint_of_another_architecture_is_one_clear_error(in_tmp_cwd):
-    cli = main(["fit", *tiny_args("flashdepth", "s"), "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"])
+    cli = main(
+        ["fit", *tiny_args("flashdepth", "s"), "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"]
+    )
     ckpt = os.path.join(cli.trainer.log_dir, "checkpoints", "last.ckpt")
-    with pytest.raises(ValueError, match=r"was trained with vdf.tasks.FlashDepthTask, but the config builds "
-                                         r"vdf.tasks.FrameDepthTask: use the config the checkpoint was trained with"):
+    with pytest.raises(
+        ValueError,
+        match=r"was trained with vdf.tasks.FlashDepthTask, but the config builds "
+        r"vdf.tasks.FrameDepthTask: use the config the checkpoint was trained with",
+    ):
         main(["validate", *TINY, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1"])
 
 
 def test_checkpoint_of_the_same_task_with_other_widths_is_one_clear_error(in_tmp_cwd):
     cli = main(["fit", *TINY, "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0"])
     ckpt = os.path.join(cli.trainer.log_dir, "checkpoints", "last.ckpt")
-    with pytest.raises(ValueError, match=r"does not fit FrameDepthTask as configured: .* missing keys .*Use the config"):
-        main(["validate", *TINY, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1",
-              "--model.init_args.predictor.init_args.net.init_args.depth", "5"])
+    with pytest.raises(
+        ValueError, match=r"does not fit FrameDepthTask as configured: .* missing keys .*Use the config"
+    ):
+        main(
+            [
+                "validate",
+                *TINY,
+                "--ckpt_path",
+                ckpt,
+                "--trainer.limit_val_batches",
+                "1",
+                "--model.init_args.predictor.init_args.net.init_args.depth",
+                "5",
+            ]
+        )

@@ -47,8 +47,15 @@ def write_video(out_dir: Path, name: str = "clip", options: OutputOptions = ALL,
             # Alternate torch and numpy inputs: both are accepted.
             d = make_disparity(t)
             writer.add(FRAME_INDEX[t], torch.from_numpy(d) if t % 2 else d, make_rgb(t))
-        return writer.finish({"input": Path("/videos/clip.mp4"), "model": "dav2", "strategy": "per_frame",
-                              "resolution": [H, W], "timing": {"predict_s": 1.5}})
+        return writer.finish(
+            {
+                "input": Path("/videos/clip.mp4"),
+                "model": "dav2",
+                "strategy": "per_frame",
+                "resolution": [H, W],
+                "timing": {"predict_s": 1.5},
+            }
+        )
 
 
 @pytest.fixture(scope="module")
@@ -218,8 +225,9 @@ def test_outputs_complete_after_finish(written):
     assert not outputs_complete(written[0], "other")
 
 
-@pytest.mark.parametrize("damage", ["delete_png", "truncate_npz", "delete_video", "no_manifest", "bad_manifest",
-                                    "extra_png"])
+@pytest.mark.parametrize(
+    "damage", ["delete_png", "truncate_npz", "delete_video", "no_manifest", "bad_manifest", "extra_png"]
+)
 def test_outputs_complete_detects_damage(copy_of, damage):
     out = copy_of
     assert outputs_complete(out, "clip")
@@ -284,8 +292,15 @@ def test_clean_partial_removes_a_killed_run(tmp_path):
     pid = 424242
     # What a run killed during pass 2 leaves: raw pass-1 files, a half-written npz, a PNG temp folder,
     # and, killed while moving outputs into place, one final-named output without a manifest.
-    leftovers = [f".clip.disparity-f32.raw.tmp-{pid}", f".clip.rgb-u8.raw.tmp-{pid}", f".clip.npz.tmp-{pid}",
-                 f".clip_png16.tmp-{pid}", f".clip.json.tmp-{pid}", "clip_depth.mp4", "clip_exr"]
+    leftovers = [
+        f".clip.disparity-f32.raw.tmp-{pid}",
+        f".clip.rgb-u8.raw.tmp-{pid}",
+        f".clip.npz.tmp-{pid}",
+        f".clip_png16.tmp-{pid}",
+        f".clip.json.tmp-{pid}",
+        "clip_depth.mp4",
+        "clip_exr",
+    ]
     for name in leftovers:
         if name.endswith(f"png16.tmp-{pid}") or name == "clip_exr":
             (tmp_path / name).mkdir()
@@ -293,8 +308,15 @@ def test_clean_partial_removes_a_killed_run(tmp_path):
         else:
             (tmp_path / name).write_bytes(b"partial")
     # Other videos' files, including names that share the prefix, must survive.
-    others = ["other.npz", f".other.npz.tmp-{pid}", "clip_depth.npz", f".clip_depth.npz.tmp-{pid}", "clip2.json",
-              ".clip.npz.tmp-abc", RUN_MANIFEST_NAME]
+    others = [
+        "other.npz",
+        f".other.npz.tmp-{pid}",
+        "clip_depth.npz",
+        f".clip_depth.npz.tmp-{pid}",
+        "clip2.json",
+        ".clip.npz.tmp-abc",
+        RUN_MANIFEST_NAME,
+    ]
     for name in others:
         (tmp_path / name).write_bytes(b"keep")
     removed = clean_partial(tmp_path, "clip")
@@ -314,8 +336,11 @@ def test_clean_partial_keeps_a_complete_run(copy_of):
     (out / "clip.json").write_text(json.dumps(manifest))
     (out / "clip_side_by_side.mp4").write_bytes(b"stale, not listed")
     removed = clean_partial(out, "clip")
-    assert sorted(p.name for p in removed) == [".clip.disparity-f32.raw.tmp-7", ".clip.npz.tmp-7",
-                                               "clip_side_by_side.mp4"]
+    assert sorted(p.name for p in removed) == [
+        ".clip.disparity-f32.raw.tmp-7",
+        ".clip.npz.tmp-7",
+        "clip_side_by_side.mp4",
+    ]
     assert outputs_complete(out, "clip")
 
 
@@ -412,5 +437,6 @@ def test_colorize_disparity():
     rgb = colorize_disparity(d, 1.0, 2.0, "turbo")
     assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[0], lut[[0, 0, 255, 255]])  # ends, and clipping beyond them
-    np.testing.assert_array_equal(colorize_disparity(torch.full((2, 2), 5.0), 5.0, 5.0, "turbo"),
-                                  np.broadcast_to(lut[0], (2, 2, 3)))
+    np.testing.assert_array_equal(
+        colorize_disparity(torch.full((2, 2), 5.0), 5.0, 5.0, "turbo"), np.broadcast_to(lut[0], (2, 2, 3))
+    )

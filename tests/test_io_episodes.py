@@ -19,7 +19,11 @@ def test_write_episodes_round_trip(tmp_path, monkeypatch, size, codec):
     paths = write_episodes(ds, tmp_path, indices=[0, 2], fps=10)
     assert [p.name for p in paths] == ["episode_00000.mp4", "episode_00002.mp4"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "episode_00000.mp4", "episode_00000_gt.npz", "episode_00002.mp4", "episode_00002_gt.npz"]
+        "episode_00000.mp4",
+        "episode_00000_gt.npz",
+        "episode_00002.mp4",
+        "episode_00002_gt.npz",
+    ]
     he, we = h - h % 2, w - w % 2  # yuv420p: odd last row/column cropped
     for index, path in zip([0, 2], paths):
         sample = ds[index]

@@ -47,11 +47,25 @@ def test_atomic_path_moves_into_place_or_leaves_the_old_file(tmp_path):
 
 
 def test_write_json_atomic(tmp_path):
-    path = write_json_atomic(tmp_path / "sub" / "a.json",
-                             {"p": Path("/x"), "n": np.float32(1.5), "a": np.arange(3), "t": torch.tensor([1, 2]),
-                              "nan": float("nan"), "tuple": (1, 2)})
-    assert json.loads(path.read_text()) == {"p": "/x", "n": 1.5, "a": [0, 1, 2], "t": [1, 2], "nan": None,
-                                            "tuple": [1, 2]}
+    path = write_json_atomic(
+        tmp_path / "sub" / "a.json",
+        {
+            "p": Path("/x"),
+            "n": np.float32(1.5),
+            "a": np.arange(3),
+            "t": torch.tensor([1, 2]),
+            "nan": float("nan"),
+            "tuple": (1, 2),
+        },
+    )
+    assert json.loads(path.read_text()) == {
+        "p": "/x",
+        "n": 1.5,
+        "a": [0, 1, 2],
+        "t": [1, 2],
+        "nan": None,
+        "tuple": [1, 2],
+    }
     assert listing(tmp_path / "sub") == ["a.json"]
     with pytest.raises(TypeError):
         write_json_atomic(tmp_path / "sub" / "a.json", {"bad": _Unserialisable()})
@@ -119,8 +133,10 @@ def test_write_mp4_pads_odd_sizes_and_keeps_every_frame(tmp_path, codec):
 
 def test_the_io_package_imports_no_lightning_and_no_other_part_of_vdf():
     # A fresh interpreter: this one has imported everything already.
-    code = ("import sys, vdf.io; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning') "
-            "or (m.startswith('vdf.') and not m.startswith('vdf.io'))))")
+    code = (
+        "import sys, vdf.io; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning') "
+        "or (m.startswith('vdf.') and not m.startswith('vdf.io'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -28,8 +28,19 @@ from vdf.io.video import VideoInfo, VideoSource, _pick_video_stream, output_size
 # Fixture writers (PyAV only: CI has no ffmpeg binary)
 
 
-def write_video(path, frames, codec="libx264", pix_fmt="yuv420p", in_format="rgb24", fps=10,
-                rotation=None, hflip=False, pts_ms=None, container_options=None, codec_options=None):
+def write_video(
+    path,
+    frames,
+    codec="libx264",
+    pix_fmt="yuv420p",
+    in_format="rgb24",
+    fps=10,
+    rotation=None,
+    hflip=False,
+    pts_ms=None,
+    container_options=None,
+    codec_options=None,
+):
     """Encode ``frames`` (list of arrays in ``in_format``) into ``path``; returns ``path``."""
     path = Path(path)
     h, w = frames[0].shape[:2]
@@ -68,8 +79,8 @@ def write_image(path, array, in_format="rgb24", codec="png", pix_fmt=None):
 def gradient(h, w, t=0, n=1):
     """Smooth RGB uint8 frame (codec-friendly): a diagonal ramp shifted by time, plus a marker."""
     y, x = np.mgrid[0:h, 0:w]
-    r = (x * 255 // max(w - 1, 1))
-    g = (y * 255 // max(h - 1, 1))
+    r = x * 255 // max(w - 1, 1)
+    g = y * 255 // max(h - 1, 1)
     b = np.full_like(x, int(255 * t / max(n - 1, 1)))
     return np.stack([r, g, b], -1).astype(np.uint8)
 
@@ -107,8 +118,19 @@ def test_mp4_h264_roundtrip(tmp_path):
     path = write_video(tmp_path / "clip.mp4", frames)
     source = VideoSource(path)
     info = source.probe()
-    assert info == VideoInfo(path=path, name="clip", kind="video", width=64, height=48, out_width=64,
-                             out_height=48, num_frames=12, fps=10.0, rotation=0, pix_fmt="yuv420p")
+    assert info == VideoInfo(
+        path=path,
+        name="clip",
+        kind="video",
+        width=64,
+        height=48,
+        out_width=64,
+        out_height=48,
+        num_frames=12,
+        fps=10.0,
+        rotation=0,
+        pix_fmt="yuv420p",
+    )
     indices, out = collect(source)
     assert indices == list(range(12)) and len(source) == 12
     for written, got in zip(frames, out):
@@ -135,8 +157,9 @@ def test_lossless_odd_sizes_are_exact(tmp_path, ext, codec, pix_fmt, hw):
 def test_ten_bit_is_decoded_at_full_precision(tmp_path):
     rng = np.random.default_rng(1)
     v10 = rng.integers(0, 1024, (2, 24, 40, 3)).astype(np.uint16)
-    path = write_video(tmp_path / "ten.mkv", [v << 6 for v in v10], codec="ffv1", pix_fmt="gbrp10le",
-                       in_format="rgb48le")
+    path = write_video(
+        tmp_path / "ten.mkv", [v << 6 for v in v10], codec="ffv1", pix_fmt="gbrp10le", in_format="rgb48le"
+    )
     source = VideoSource(path)
     assert source.info.pix_fmt == "gbrp10le"
     _, out = collect(source)
@@ -204,8 +227,13 @@ def test_variable_frame_rate(tmp_path):
 def ffmpeg_autorotate(raw: np.ndarray, matrix) -> np.ndarray:
     """Reference: the ffmpeg CLI's autorotate decision table (fftools), applied with numpy."""
     # get_rotation(): theta = -round(av_display_rotation_get(m)), normalised to [0, 360)
-    theta = round(float(np.degrees(np.arctan2(matrix[1] / np.hypot(matrix[1], matrix[4]),
-                                              matrix[0] / np.hypot(matrix[0], matrix[3])))))
+    theta = round(
+        float(
+            np.degrees(
+                np.arctan2(matrix[1] / np.hypot(matrix[1], matrix[4]), matrix[0] / np.hypot(matrix[0], matrix[3]))
+            )
+        )
+    )
     theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
     clock, cclock = np.rot90(raw, -1), np.rot90(raw, 1)
     if abs(theta - 90) < 1:
@@ -353,9 +381,13 @@ def test_rotation_happens_before_resize(tmp_path):
 
 
 def test_invalid_options():
-    for kwargs, words in [({"stride": 0}, "stride"), ({"max_frames": 0}, "max_frames"),
-                          ({"start_frame": -1}, "start_frame"), ({"size_multiple": 0}, "size_multiple"),
-                          ({"max_size": 8, "size_multiple": 16}, "max_size")]:
+    for kwargs, words in [
+        ({"stride": 0}, "stride"),
+        ({"max_frames": 0}, "max_frames"),
+        ({"start_frame": -1}, "start_frame"),
+        ({"size_multiple": 0}, "size_multiple"),
+        ({"max_size": 8, "size_multiple": 16}, "max_size"),
+    ]:
         with pytest.raises(ValueError, match=words):
             VideoSource("x.mp4", **kwargs)
 
@@ -379,8 +411,12 @@ def test_image_sequence_natural_order_and_formats(tmp_path):
     indices, out = collect(source)
     assert indices == [1, 2, 3, 4, 5]
     assert [round(f.mean().item() * 255) for f in out] == numbers[1:]
-    assert sorted(["frame10", "frame2", "Frame1", "frame9"], key=natural_sort_key) == \
-        ["Frame1", "frame2", "frame9", "frame10"]
+    assert sorted(["frame10", "frame2", "Frame1", "frame9"], key=natural_sort_key) == [
+        "Frame1",
+        "frame2",
+        "frame9",
+        "frame10",
+    ]
 
 
 def test_image_sequence_alpha_sixteen_bit_gray_jpeg(tmp_path):
@@ -511,8 +547,9 @@ def forty_frames(tmp_path_factory):
     return {
         "mp4": write_video(folder / "a.mp4", frames),
         "faststart.mp4": write_video(folder / "fs.mp4", frames, container_options={"movflags": "faststart"}),
-        "faststart.mov": write_video(folder / "fs.mov", frames, codec="mpeg4",
-                                     container_options={"movflags": "faststart"}),
+        "faststart.mov": write_video(
+            folder / "fs.mov", frames, codec="mpeg4", container_options={"movflags": "faststart"}
+        ),
         "avi": write_video(folder / "a.avi", frames, codec="mpeg4"),
         "mkv": write_video(folder / "a.mkv", frames, codec="ffv1"),
         "png.mov": write_video(folder / "p.mov", frames, codec="png", pix_fmt="rgb24"),
@@ -558,7 +595,7 @@ def test_truncated_mkv_ends_early_with_a_warning(tmp_path, forty_frames):
 def test_decoding_error_midway_names_the_frame(tmp_path, forty_frames):
     data = bytearray(forty_frames["png.mov"].read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0x55 for b in data[middle:middle + 64])  # break one PNG
+    data[middle : middle + 64] = bytes(b ^ 0x55 for b in data[middle : middle + 64])  # break one PNG
     path = tmp_path / "broken.mov"
     path.write_bytes(bytes(data))
     indices = []
@@ -573,8 +610,11 @@ def test_error_is_a_picklable_value_error():
     err = VideoInputError("/data/clip.mp4", "empty file (0 bytes)")
     assert isinstance(err, ValueError)
     again = pickle.loads(pickle.dumps(err))
-    assert (again.path, again.reason, str(again)) == (Path("/data/clip.mp4"), "empty file (0 bytes)",
-                                                      "/data/clip.mp4: empty file (0 bytes)")
+    assert (again.path, again.reason, str(again)) == (
+        Path("/data/clip.mp4"),
+        "empty file (0 bytes)",
+        "/data/clip.mp4: empty file (0 bytes)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,10 +695,20 @@ def make_tree(root: Path, files: list[str]):
 
 
 TREE = [
-    "a.mp4", "B.MOV", "clip10.mkv", "clip9.webm", "notes.txt", ".hidden.mp4", ".cache/x.mp4",
-    "sub/c.avi", "sub/seq/frame1.png", "sub/seq/frame2.png",
-    "seq2/0001.jpg", "seq2/0002.JPEG",
-    "mixed/take.mp4", "mixed/poster.png",
+    "a.mp4",
+    "B.MOV",
+    "clip10.mkv",
+    "clip9.webm",
+    "notes.txt",
+    ".hidden.mp4",
+    ".cache/x.mp4",
+    "sub/c.avi",
+    "sub/seq/frame1.png",
+    "sub/seq/frame2.png",
+    "seq2/0001.jpg",
+    "seq2/0002.JPEG",
+    "mixed/take.mp4",
+    "mixed/poster.png",
     "deep/er/est/d.mp4",
     "empty_dir/readme.md",
 ]
@@ -668,8 +718,15 @@ def test_find_inputs_tree(tmp_path):
     root = make_tree(tmp_path / "data", TREE)
     rel = lambda paths: [p.relative_to(root).as_posix() for p in paths]
     assert rel(find_inputs(root)) == [
-        "a.mp4", "B.MOV", "clip9.webm", "clip10.mkv", "deep/er/est/d.mp4", "mixed/take.mp4", "seq2",
-        "sub/c.avi", "sub/seq",
+        "a.mp4",
+        "B.MOV",
+        "clip9.webm",
+        "clip10.mkv",
+        "deep/er/est/d.mp4",
+        "mixed/take.mp4",
+        "seq2",
+        "sub/c.avi",
+        "sub/seq",
     ]
     assert rel(find_inputs(root, glob="*.mp4")) == ["a.mp4", "deep/er/est/d.mp4", "mixed/take.mp4"]
     assert rel(find_inputs(root, glob="sub/*")) == ["sub/c.avi", "sub/seq"]
@@ -685,11 +742,25 @@ def test_find_inputs_tree(tmp_path):
 
 
 def test_output_names_are_unique_and_safe(tmp_path):
-    root = make_tree(tmp_path / "data", [
-        "sub/clip.mp4", "sub__clip.mp4", "clip.mp4", "clip.mov", "Clip.mkv", "a b.mp4", "a_b.mp4",
-        "seq1/f1.png", "seq1.mp4", "x/seq1/f1.png", "vidéo.mp4", "-dash.mp4", "ok.name.mp4",
-        "long" + "x" * 200 + ".mp4",
-    ])
+    root = make_tree(
+        tmp_path / "data",
+        [
+            "sub/clip.mp4",
+            "sub__clip.mp4",
+            "clip.mp4",
+            "clip.mov",
+            "Clip.mkv",
+            "a b.mp4",
+            "a_b.mp4",
+            "seq1/f1.png",
+            "seq1.mp4",
+            "x/seq1/f1.png",
+            "vidéo.mp4",
+            "-dash.mp4",
+            "ok.name.mp4",
+            "long" + "x" * 200 + ".mp4",
+        ],
+    )
     inputs = find_inputs(root)
     names = [output_name(p, root) for p in inputs]
     assert len(set(names)) == len(names) == 14

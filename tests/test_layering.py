@@ -7,10 +7,22 @@ import sys
 
 # Modules below the tasks: none may pull in Lightning or vdf.tasks.
 PURE = [
-    "vdf.models", "vdf.models.svd", "vdf.models.dav", "vdf.models.dav2", "vdf.models.flashdepth",
-    "vdf.models.weights", "vdf.diffusion", "vdf.metrics", "vdf.io", "vdf.data.readers",
-    "vdf.data.datasets.frames", "vdf.data.datasets.sintel", "vdf.data.datasets.synthetic",
-    "vdf.inference", "vdf.predictors", "vdf.api",
+    "vdf.models",
+    "vdf.models.svd",
+    "vdf.models.dav",
+    "vdf.models.dav2",
+    "vdf.models.flashdepth",
+    "vdf.models.weights",
+    "vdf.diffusion",
+    "vdf.metrics",
+    "vdf.io",
+    "vdf.data.readers",
+    "vdf.data.datasets.frames",
+    "vdf.data.datasets.sintel",
+    "vdf.data.datasets.synthetic",
+    "vdf.inference",
+    "vdf.predictors",
+    "vdf.api",
 ]
 
 
@@ -26,6 +38,10 @@ def test_lower_layers_import_neither_lightning_nor_tasks_nor_the_data_module():
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = set(out.stdout.split())
     assert {"vdf.models.svd", "vdf.predictors", "vdf.inference"} <= loaded
-    forbidden = {m for m in loaded if m.split(".")[0] in ("lightning", "pytorch_lightning")
-                 or m.startswith(("vdf.tasks", "vdf.callbacks", "vdf.data.datamodule", "vdf.cli"))}
+    forbidden = {
+        m
+        for m in loaded
+        if m.split(".")[0] in ("lightning", "pytorch_lightning")
+        or m.startswith(("vdf.tasks", "vdf.callbacks", "vdf.data.datamodule", "vdf.cli"))
+    }
     assert not forbidden, sorted(forbidden)[:10]

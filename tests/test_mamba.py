@@ -23,8 +23,15 @@ def make_layer(d_model=16, d_state=8, ngroups=1, chunk_size=8, conv_restart=Fals
     """A float64 layer whose parameters are moved away from their init, so that each one matters."""
     torch.manual_seed(seed)
     m = Mamba2(
-        d_model, d_state=d_state, headdim=HEADDIM, expand=2, ngroups=ngroups, chunk_size=chunk_size,
-        conv_restart=conv_restart, rmsnorm=rmsnorm, dtype=F64,
+        d_model,
+        d_state=d_state,
+        headdim=HEADDIM,
+        expand=2,
+        ngroups=ngroups,
+        chunk_size=chunk_size,
+        conv_restart=conv_restart,
+        rmsnorm=rmsnorm,
+        dtype=F64,
     )
     with torch.no_grad():
         m.dt_bias.uniform_(-3.0, 1.0)  # step sizes ~0.05 .. 1.3: strong and weak decays over a chunk
@@ -343,10 +350,20 @@ def test_parameter_names_and_shapes_are_mamba_ssm_layout(kwargs):
 
 def test_flashdepth_shapes_match_the_reference_numbers():
     for size, expected in {
-        "L": {"in_proj.weight": (1544, 256), "conv1d.weight": (1024, 1, 4), "norm.weight": (512,),
-              "out_proj.weight": (256, 512), "D": (8,)},
-        "S": {"in_proj.weight": (1032, 64), "conv1d.weight": (768, 1, 4), "norm.weight": (256,),
-              "out_proj.weight": (64, 256), "D": (8,)},
+        "L": {
+            "in_proj.weight": (1544, 256),
+            "conv1d.weight": (1024, 1, 4),
+            "norm.weight": (512,),
+            "out_proj.weight": (256, 512),
+            "D": (8,),
+        },
+        "S": {
+            "in_proj.weight": (1032, 64),
+            "conv1d.weight": (768, 1, 4),
+            "norm.weight": (256,),
+            "out_proj.weight": (64, 256),
+            "D": (8,),
+        },
     }.items():
         shapes = {k: tuple(v.shape) for k, v in Mamba2(**FLASHDEPTH[size], device="meta").state_dict().items()}
         assert {k: shapes[k] for k in expected} == expected, size
@@ -450,8 +467,17 @@ def test_cpu_path_never_imports_mamba_ssm():
 def test_forcing_the_kernel_without_mamba_ssm_is_a_clear_error():
     x = torch.zeros(1, 2, 2, 4)
     with pytest.raises(RuntimeError, match="mamba_ssm"):
-        ssd_scan(x, torch.zeros(1, 2, 2), -torch.ones(2), torch.zeros(1, 2, 1, 3), torch.zeros(1, 2, 1, 3),
-                 torch.ones(2), torch.zeros(2), 4, backend="kernel")
+        ssd_scan(
+            x,
+            torch.zeros(1, 2, 2),
+            -torch.ones(2),
+            torch.zeros(1, 2, 1, 3),
+            torch.zeros(1, 2, 1, 3),
+            torch.ones(2),
+            torch.zeros(2),
+            4,
+            backend="kernel",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -480,8 +506,10 @@ def test_kernel_path_equals_torch_path_on_gpu(ngroups, monkeypatch):
         loss = (y * torch.cos(y.detach())).sum() + final.pow(2).sum()
         outs[backend] = (y, final, torch.autograd.grad(loss, [x, dt, Bm, Cm, s0, m.A_log, m.D, m.dt_bias]))
     # Triton's tl.dot may use TF32: compare at about 1e-3 relative.
-    for a, r in zip([outs["kernel"][0], outs["kernel"][1], *outs["kernel"][2]],
-                    [outs["torch"][0], outs["torch"][1], *outs["torch"][2]]):
+    for a, r in zip(
+        [outs["kernel"][0], outs["kernel"][1], *outs["kernel"][2]],
+        [outs["torch"][0], outs["torch"][1], *outs["torch"][2]],
+    ):
         torch.testing.assert_close(a.float(), r.float(), rtol=2e-3, atol=2e-3 * r.abs().max().item())
 
     # The whole layer, streamed in three pieces, with the env var switching the path.

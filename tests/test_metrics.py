@@ -54,9 +54,14 @@ def slow_protocol(pred, gt, max_depth, valid=None):
         rmse.append(math.sqrt(np.sum((d - g) ** 2) / m.sum()))
         hits = sum(1 for dd, gg in zip(d, g) if max(dd / gg, gg / dd) < 1.25)
         d1.append(np.float32(hits) / np.float32(m.sum()))
-    return {"abs_rel": float(np.mean(abs_rel)), "rmse": float(np.mean(rmse)),
-            "delta1": float(np.mean(np.array(d1, dtype=np.float32))), "scale": scale, "shift": shift,
-            "num_frames": len(abs_rel)}
+    return {
+        "abs_rel": float(np.mean(abs_rel)),
+        "rmse": float(np.mean(rmse)),
+        "delta1": float(np.mean(np.array(d1, dtype=np.float32))),
+        "scale": scale,
+        "shift": shift,
+        "num_frames": len(abs_rel),
+    }
 
 
 def slow_boundary_f1(pred, gt):
@@ -110,8 +115,11 @@ def slow_tae(depth, K, poses, mask=None):
                 v = round(q[1] * fy / q[2] + cy)
                 if 0 <= u < w and 0 <= v < h:
                     zbuf[(v, u)] = min(zbuf.get((v, u), np.inf), q[2])
-        errs = [abs(d2[v, u] - z) / d2[v, u] for (v, u), z in zbuf.items()
-                if z > 0 and d2[v, u] > 0 and (m2 is None or m2[v, u])]
+        errs = [
+            abs(d2[v, u] - z) / d2[v, u]
+            for (v, u), z in zbuf.items()
+            if z > 0 and d2[v, u] > 0 and (m2 is None or m2[v, u])
+        ]
         return float(np.mean(errs)) if errs else 0.0
 
     total = 0.0
@@ -161,13 +169,19 @@ def test_delta1_threshold_is_strict_and_float32():
     from vdf.metrics.protocol import frame_metrics
 
     # ratios 1.0 and exactly 1.25: only the first counts
-    m = frame_metrics(torch.tensor([[[1.0, 1.0]]], dtype=torch.float64),
-                      torch.tensor([[[1.0, 1.25]]], dtype=torch.float64), torch.ones(1, 1, 2, dtype=torch.bool))
+    m = frame_metrics(
+        torch.tensor([[[1.0, 1.0]]], dtype=torch.float64),
+        torch.tensor([[[1.0, 1.25]]], dtype=torch.float64),
+        torch.ones(1, 1, 2, dtype=torch.bool),
+    )
     assert m["delta1"].item() == 0.5
     assert m["delta1"].dtype == torch.float32  # the reference's float32 0/1 map and division
     # 1 hit out of 3: the reported value is float32(1/3), not the float64 1/3
-    m = frame_metrics(torch.tensor([[[1.0, 2.0, 2.0]]], dtype=torch.float64),
-                      torch.ones(1, 1, 3, dtype=torch.float64), torch.ones(1, 1, 3, dtype=torch.bool))
+    m = frame_metrics(
+        torch.tensor([[[1.0, 2.0, 2.0]]], dtype=torch.float64),
+        torch.ones(1, 1, 3, dtype=torch.float64),
+        torch.ones(1, 1, 3, dtype=torch.bool),
+    )
     assert m["delta1"].item() == float(np.float32(1) / np.float32(3)) != 1 / 3
 
 
@@ -295,8 +309,7 @@ def test_prediction_resize_matches_cv2():
     gt = rng.uniform(1, 5, size=(2, 8, 12))
     small = rng.uniform(0.2, 1, size=(2, 4, 6))
     up = np.stack([cv2.resize(f.astype(np.float32), (12, 8), interpolation=cv2.INTER_LINEAR) for f in small])
-    assert evaluate_sequence(small, gt, 10)["abs_rel"] == pytest.approx(
-        slow_protocol(up, gt, 10)["abs_rel"], rel=1e-5)
+    assert evaluate_sequence(small, gt, 10)["abs_rel"] == pytest.approx(slow_protocol(up, gt, 10)["abs_rel"], rel=1e-5)
 
 
 def test_errors_are_explicit():
@@ -454,7 +467,9 @@ def test_tae_duplicates_keep_nearest_point():
     h, w = 6, 8
     poses = np.stack([_pose(), _pose(tz=-2.0)])  # camera moves back: image shrinks
     depth = np.stack([np.linspace(1.0, 2.0, h * w).reshape(h, w), np.full((h, w), 3.0)])
-    assert temporal_alignment_error(depth, K_SMALL, poses) == pytest.approx(slow_tae(depth, np.stack([K_SMALL] * 2), poses), rel=1e-12)
+    assert temporal_alignment_error(depth, K_SMALL, poses) == pytest.approx(
+        slow_tae(depth, np.stack([K_SMALL] * 2), poses), rel=1e-12
+    )
 
 
 def test_tae_perturbed_depth_is_positive_and_errors():
@@ -502,8 +517,10 @@ def test_video_depth_metrics_mean_over_sequences_and_skips():
     metric = VideoDepthMetrics(max_depth=10.0, compute_boundary_f1=True, compute_tae=True)
     metric.update(pred, depth, valid, intrinsics=k, cam_to_world=poses)
     res = metric.compute()
-    per_seq = [evaluate_sequence(pred[i], depth[i], 10.0, valid[i], intrinsics=k[i], cam_to_world=poses[i],
-                                 boundary=True) for i in (0, 1, 3)]
+    per_seq = [
+        evaluate_sequence(pred[i], depth[i], 10.0, valid[i], intrinsics=k[i], cam_to_world=poses[i], boundary=True)
+        for i in (0, 1, 3)
+    ]
     for key in ("abs_rel", "delta1", "rmse", "boundary_f1", "tae"):
         assert res[key].dtype == torch.float64
         assert res[key].item() == pytest.approx(np.mean([s[key] for s in per_seq]), rel=1e-12), key
@@ -554,15 +571,23 @@ def test_cuda_matches_cpu():
     pred, gt = random_sequence(rng, t=3, h=12, w=16)
     poses = np.stack([_pose(0.05 * i, yaw=0.01 * i) for i in range(3)])
     cpu = evaluate_sequence(pred, gt, 10.0, intrinsics=K_SMALL, cam_to_world=poses, boundary=True)
-    gpu = evaluate_sequence(torch.from_numpy(pred).cuda(), torch.from_numpy(gt).cuda(), 10.0,
-                            intrinsics=torch.from_numpy(K_SMALL).cuda(), cam_to_world=torch.from_numpy(poses).cuda(),
-                            boundary=True)
+    gpu = evaluate_sequence(
+        torch.from_numpy(pred).cuda(),
+        torch.from_numpy(gt).cuda(),
+        10.0,
+        intrinsics=torch.from_numpy(K_SMALL).cuda(),
+        cam_to_world=torch.from_numpy(poses).cuda(),
+        boundary=True,
+    )
     for k in cpu:
         assert gpu[k] == pytest.approx(cpu[k], rel=1e-10, abs=1e-12), k
     metric = VideoDepthMetrics(10.0, compute_boundary_f1=True, compute_tae=True).cuda()
-    metric.update(torch.from_numpy(pred)[None, :, None].cuda(), torch.from_numpy(gt)[None, :, None].cuda(),
-                  intrinsics=torch.from_numpy(K_SMALL).expand(1, 3, 3, 3).cuda(),
-                  cam_to_world=torch.from_numpy(poses)[None].cuda())
+    metric.update(
+        torch.from_numpy(pred)[None, :, None].cuda(),
+        torch.from_numpy(gt)[None, :, None].cuda(),
+        intrinsics=torch.from_numpy(K_SMALL).expand(1, 3, 3, 3).cuda(),
+        cam_to_world=torch.from_numpy(poses)[None].cuda(),
+    )
     res = metric.compute()
     assert res["abs_rel"].device.type == "cuda"
     assert res["tae"].item() == pytest.approx(cpu["tae"], rel=1e-10)

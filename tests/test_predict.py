@@ -25,7 +25,9 @@ TINY = tiny_args("dav2")
 def vdf_predict(inp, out, *extra, timeout=240):
     return subprocess.run(
         [sys.executable, "-m", "vdf", "predict", *TINY, "--input", str(inp), "--output", str(out), *extra],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -112,10 +114,17 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_the_next_run_finishes
 
 def test_predict_datasets_are_written_when_an_output_folder_is_given(tmp_path):
     write_episodes(SyntheticWorld(num_episodes=2, num_frames=5, height=32, width=48, seed=9), tmp_path / "eps")
-    dataset = json.dumps([{"class_path": "vdf.data.datasets.episodes.EpisodeFolder",
-                           "init_args": {"root": str(tmp_path / "eps"), "name": "demo"}}])
-    cli = main(["predict", *TINY, "--data.predict", dataset, "--output", str(tmp_path / "out"),
-                "--writer.png16", "true"])
+    dataset = json.dumps(
+        [
+            {
+                "class_path": "vdf.data.datasets.episodes.EpisodeFolder",
+                "init_args": {"root": str(tmp_path / "eps"), "name": "demo"},
+            }
+        ]
+    )
+    cli = main(
+        ["predict", *TINY, "--data.predict", dataset, "--output", str(tmp_path / "out"), "--writer.png16", "true"]
+    )
     writer = _writer(cli)
     assert [r["status"] for r in writer.results] == ["ok", "ok"]
     for name in ("demo__episode_00000", "demo__episode_00001"):

@@ -40,12 +40,36 @@ def autocast_log(monkeypatch):
 
 
 def test_predict_runs_the_strategy_under_the_configured_precision(videos, tmp_path, autocast_log, in_tmp_cwd):
-    main(["predict", *TINY, "--input", str(videos), "--output", str(tmp_path / "out"),
-          "--trainer.precision", "bf16-mixed", "--writer.progress", "false"])
+    main(
+        [
+            "predict",
+            *TINY,
+            "--input",
+            str(videos),
+            "--output",
+            str(tmp_path / "out"),
+            "--trainer.precision",
+            "bf16-mixed",
+            "--writer.progress",
+            "false",
+        ]
+    )
     assert autocast_log and all(on and dtype == torch.bfloat16 for on, dtype, _ in autocast_log)
     autocast_log.clear()
-    main(["predict", *TINY, "--input", str(videos), "--output", str(tmp_path / "out32"),
-          "--trainer.precision", "32-true", "--writer.progress", "false"])
+    main(
+        [
+            "predict",
+            *TINY,
+            "--input",
+            str(videos),
+            "--output",
+            str(tmp_path / "out32"),
+            "--trainer.precision",
+            "32-true",
+            "--writer.progress",
+            "false",
+        ]
+    )
     assert autocast_log and not any(on for on, _, _ in autocast_log)
 
 
@@ -58,8 +82,20 @@ def test_predict_runs_at_the_resolution_rule_and_writes_at_the_input_size(videos
     out = tmp_path / "out"
     rule = '{"class_path": "vdf.predictors.resolution.RoundToMultiple", "init_args": {"max_size": null, "multiple": 16, "rounding": "up"}}'
     # A null inside a class nested three deep takes the JSON form (see docs/cli.md).
-    main(["predict", *TINY, "--input", str(videos), "--output", str(out),
-          "--model.init_args.predictor", f'{{"init_args": {{"resolution": {rule}}}}}', "--writer.progress", "false"])
+    main(
+        [
+            "predict",
+            *TINY,
+            "--input",
+            str(videos),
+            "--output",
+            str(out),
+            "--model.init_args.predictor",
+            f'{{"init_args": {{"resolution": {rule}}}}}',
+            "--writer.progress",
+            "false",
+        ]
+    )
     assert {size for _, _, size in autocast_log} == {(32, 48)}
     manifest = json.loads((out / "episode_00000.json").read_text())
     assert manifest["inference_resolution"] == [32, 48] and manifest["space"] == "disparity"

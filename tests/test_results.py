@@ -17,8 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_vdf_test_writes_results_and_runs_collect_into_one_table(in_tmp_cwd):
     dirs = []
     for name, recipe in (("dav2", tiny_args("dav2")), ("flashdepth_s", tiny_args("flashdepth", "s"))):
-        cli = main(["test", *recipe,
-                    "--model.init_args.tae", "true", "--trainer.limit_test_batches", "1"])
+        cli = main(["test", *recipe, "--model.init_args.tae", "true", "--trainer.limit_test_batches", "1"])
         dirs.append(cli.trainer.log_dir)
         run = json.loads(open(os.path.join(cli.trainer.log_dir, "results.json")).read())
         (row,) = run["rows"]

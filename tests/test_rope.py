@@ -128,7 +128,9 @@ def test_swap_removes_frame_embedding_and_keeps_every_other_parameter():
         assert torch.equal(after[key], before[key])
     transformers = [m for m in rope.modules() if isinstance(m, TransformerSpatioTemporalModel)]
     n_plain = sum(isinstance(m, TransformerSpatioTemporalModel) for m in plain.modules())
-    assert len(transformers) == n_plain == 4 and all(isinstance(m, RopeTransformerSpatioTemporalModel) for m in transformers)
+    assert len(transformers) == n_plain == 4 and all(
+        isinstance(m, RopeTransformerSpatioTemporalModel) for m in transformers
+    )
     for m in transformers:
         assert not hasattr(m, "time_pos_embed") and not hasattr(m, "time_proj")
         for block in m.temporal_transformer_blocks:
@@ -257,11 +259,15 @@ def test_positions_via_context_manager_are_reset(rope_unet):
     with torch.no_grad():
         batched = svd_unet_forward(rope_unet, sample, t, ctx, ids, pos)
         for i in range(2):  # each clip of the batch uses its own positions
-            alone = svd_unet_forward(rope_unet, sample[i : i + 1], t[:1], ctx[i : i + 1], ids[i : i + 1], pos[i : i + 1])
+            alone = svd_unet_forward(
+                rope_unet, sample[i : i + 1], t[:1], ctx[i : i + 1], ids[i : i + 1], pos[i : i + 1]
+            )
             torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-5, rtol=1e-4)
     module = _first_rope_module(rope_unet)
     with temporal_positions(rope_unet, pos):
-        assert all(m.position_ids is pos for m in rope_unet.modules() if isinstance(m, RopeTransformerSpatioTemporalModel))
+        assert all(
+            m.position_ids is pos for m in rope_unet.modules() if isinstance(m, RopeTransformerSpatioTemporalModel)
+        )
     assert module.position_ids is None
     # a (F,) vector is shared by the batch; a wrong length is an error naming the shapes
     x, c = torch.randn(6, 32, 8, 8), torch.randn(6, 1, 32)

@@ -234,9 +234,7 @@ def test_epoch_attribute_and_set_epoch_reach_the_sampler_through_lightning():
     assert sampler.epoch == 0
     _set_sampler_epoch(loader, 3)  # what the fit and evaluation loops call each epoch
     assert sampler.epoch == 3
-    assert [b["frame_index"].tolist() for b in loader] == [
-        [list(c.frames) for c in batch] for batch in sampler
-    ]
+    assert [b["frame_index"].tolist() for b in loader] == [[list(c.frames) for c in batch] for batch in sampler]
 
 
 def test_item_weights_set_draw_frequencies():
@@ -463,8 +461,14 @@ def test_uneven_batches_for_evaluation_cover_every_batch_exactly_once():
     from vdf.data.sampler import MixedLengthBatchSampler
 
     ds = FakeVideos([(5, 4, 4)] * 7)
-    plans = [list(MixedLengthBatchSampler(ds, num_frames=None, batch_size=1, shuffle=False, even_batches=False,
-                                          num_replicas=3, rank=r)) for r in range(3)]
+    plans = [
+        list(
+            MixedLengthBatchSampler(
+                ds, num_frames=None, batch_size=1, shuffle=False, even_batches=False, num_replicas=3, rank=r
+            )
+        )
+        for r in range(3)
+    ]
     assert [len(p) for p in plans] == [3, 2, 2]
     seen = sorted(batch[0].index for plan in plans for batch in plan)
     assert seen == list(range(7))

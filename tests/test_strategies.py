@@ -109,9 +109,21 @@ def test_vdf_test_runs_sequences_through_the_configured_strategy(in_tmp_cwd):
 
     args = ["test", *tiny_args("dav2"), "--trainer.limit_test_batches", "1"]
     per_frame = main(args).trainer.callback_metrics["test/abs_rel"].item()
-    windows = main([*args, "--model.init_args.predictor.init_args.strategy", "vdf.inference.IndependentWindows",
-                    "--model.init_args.predictor.init_args.strategy.window", "3", "--model.init_args.predictor.init_args.strategy.overlap", "1"])
-    assert isinstance(windows.model.predictor.strategy, IndependentWindows) and windows.model.predictor.strategy.window == 3
+    windows = main(
+        [
+            *args,
+            "--model.init_args.predictor.init_args.strategy",
+            "vdf.inference.IndependentWindows",
+            "--model.init_args.predictor.init_args.strategy.window",
+            "3",
+            "--model.init_args.predictor.init_args.strategy.overlap",
+            "1",
+        ]
+    )
+    assert (
+        isinstance(windows.model.predictor.strategy, IndependentWindows)
+        and windows.model.predictor.strategy.window == 3
+    )
     # A per-frame network gives the same per-frame outputs whatever the windowing.
     assert windows.trainer.callback_metrics["test/abs_rel"].item() == pytest.approx(per_frame, abs=1e-6)
 

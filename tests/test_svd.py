@@ -19,11 +19,21 @@ from vdf.models.svd import (
 from vdf.models.weights import StateDictMismatchError
 
 TINY_UNET = dict(
-    block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4), cross_attention_dim=32,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    num_attention_heads=(2, 4),
+    cross_attention_dim=32,
     addition_time_embed_dim=8,
 )
-TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, patch_size=8,
-                 image_size=32, projection_dim=32)
+TINY_CLIP = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    patch_size=8,
+    image_size=32,
+    projection_dim=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +164,12 @@ def test_vae_chunking_does_not_change_encoding():
 
 def test_denoiser_depth_round_trip_and_conditioning():
     torch.manual_seed(0)
-    denoiser = SVDDepthDenoiser(SVDUNet(**TINY_UNET), SVDVAE(block_out_channels=(32, 32), layers_per_block=1),
-                                CLIPFrameEmbedder(**TINY_CLIP), noise_aug_strength=0.0)
+    denoiser = SVDDepthDenoiser(
+        SVDUNet(**TINY_UNET),
+        SVDVAE(block_out_channels=(32, 32), layers_per_block=1),
+        CLIPFrameEmbedder(**TINY_CLIP),
+        noise_aug_strength=0.0,
+    )
     target = torch.rand(1, 3, 1, 16, 24) * 2 - 1
     z = denoiser.encode_depth(target)
     assert z.shape == (1, 3, 4, 8, 12)
@@ -183,8 +197,9 @@ def test_black_image_and_zero_embedders():
     assert a.abs().sum() > 0  # the embedding of a black frame, not a zero vector
     assert torch.equal(ZeroFrameEmbedder(16)(torch.rand(2, 3, 3, 8, 8)), torch.zeros(2, 3, 1, 16))
     with pytest.raises(ValueError, match="width 16"):
-        SVDDepthDenoiser(SVDUNet(**TINY_UNET), SVDVAE(block_out_channels=(32, 32), layers_per_block=1),
-                         ZeroFrameEmbedder(16))
+        SVDDepthDenoiser(
+            SVDUNet(**TINY_UNET), SVDVAE(block_out_channels=(32, 32), layers_per_block=1), ZeroFrameEmbedder(16)
+        )
 
 
 # -- weight dtypes (the official pipelines run UNet, VAE and CLIP in float16) --------------------
@@ -215,8 +230,7 @@ def test_float16_vae_encodes_in_float32_under_force_upcast():
         assert torch.equal(z, vae32.encode(x.float()))  # the upcast weights are exactly the float16 ones
         assert {p.dtype for p in vae16.parameters()} == {torch.float16} and vae16.dtype == torch.float16
         assert vae16.decode(z).dtype == torch.float16  # decoding stays in float16
-        no_upcast = SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float16",
-                           force_upcast=False)
+        no_upcast = SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float16", force_upcast=False)
         assert no_upcast.encode(x).dtype == torch.float16 and not no_upcast.upcasts
     with pytest.raises(ValueError, match="weights_dtype"):
         SVDVAE(block_out_channels=(32, 32), layers_per_block=1, weights_dtype="float64")
@@ -239,8 +253,9 @@ def test_float16_denoiser_casts_as_the_official_pipeline():
         assert cond.embeddings.dtype == torch.float16 and cond.video_latents.dtype == torch.float32
         assert cond.added_time_ids.dtype == torch.float16
         v16 = video.half() * 2 - 1
-        torch.testing.assert_close(cond.video_latents, denoiser.vae.encode((v16 + 0.02 * noise.half()).float()),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            cond.video_latents, denoiser.vae.encode((v16 + 0.02 * noise.half()).float()), rtol=0, atol=0
+        )
         out = denoiser(torch.randn(1, 2, 4, 8, 12), torch.tensor([0.5]), cond)
         assert out.dtype == torch.float16
         assert denoiser.decode_depth(torch.randn(1, 2, 4, 8, 12)).dtype == torch.float32

@@ -112,8 +112,9 @@ def test_sizes_cycle_over_episodes_and_clip_requests_keep_frame_indices():
 
 @pytest.mark.parametrize("num_objects, moving", [(0, 2), (1, 1), (12, 4)])
 def test_object_counts(num_objects, moving):
-    ds = SyntheticWorld(num_episodes=2, num_frames=3, height=24, width=36, num_objects=num_objects,
-                        moving_objects=moving)
+    ds = SyntheticWorld(
+        num_episodes=2, num_frames=3, height=24, width=36, num_objects=num_objects, moving_objects=moving
+    )
     scene = ds.scene(1)
     assert len(scene.objects) == num_objects
     assert sum(o.moving for o in scene.objects) == min(moving, num_objects)
@@ -154,8 +155,7 @@ def test_screen_space_culling_changes_nothing(monkeypatch):
     against every object must give the same bits."""
     import vdf.data.datasets.synthetic as synthetic
 
-    ds = SyntheticWorld(num_episodes=4, num_frames=6, height=36, width=52, seed=9, num_objects=8,
-                        moving_objects=3)
+    ds = SyntheticWorld(num_episodes=4, num_frames=6, height=36, width=52, seed=9, num_objects=8, moving_objects=3)
     culled = [ds.render(i, range(6)) for i in range(4)]
     monkeypatch.setattr(synthetic, "_screen_rect", lambda oc, radius, k, height, width: (0, height, 0, width))
     for i, (sample, surface) in enumerate(culled):
@@ -216,8 +216,9 @@ def test_unprojected_pixels_lie_on_the_surfaces_they_hit():
             floor = points[ids == FLOOR_ID]
             assert len(floor) > 0 and floor[:, 1].abs().max() < 5e-5
             # Independently of the ids: every point is on *some* surface of the scene.
-            all_res = torch.stack([surface_residual(scene, s, frame, points).abs()
-                                   for s in range(NUM_ROOM_FACES + len(scene.objects))])
+            all_res = torch.stack(
+                [surface_residual(scene, s, frame, points).abs() for s in range(NUM_ROOM_FACES + len(scene.objects))]
+            )
             assert all_res.amin(dim=0).max() < 5e-5
     assert kinds_seen == {"box", "sphere", "cylinder"}
 
@@ -242,8 +243,11 @@ def test_static_geometry_reprojects_consistently_between_frames():
     for index in range(4):
         scene = ds.scene(index)
         sample, surface = ds.render(index, [0, 11])
-        static = [s for s in range(NUM_ROOM_FACES + len(scene.objects))
-                  if s < NUM_ROOM_FACES or not scene.objects[s - NUM_ROOM_FACES].moving]
+        static = [
+            s
+            for s in range(NUM_ROOM_FACES + len(scene.objects))
+            if s < NUM_ROOM_FACES or not scene.objects[s - NUM_ROOM_FACES].moving
+        ]
         ids_a = surface[0, 0]
         points = unproject(sample, 0)
         uv, z = project(points, sample["intrinsics"][1], sample["cam_to_world"][1])

@@ -110,7 +110,11 @@ def _hypersim(root, scene="ai_001_001", cam="cam_00", numbers=(0, 1, 2), z=2.0):
         depth = z + i
         dist = depth * np.sqrt(u**2 + v**2 + f**2) / f
         dist[0, 0] = np.nan
-        _h5(images / f"scene_{cam}_geometry_hdf5" / f"frame.{n:04d}.depth_meters.hdf5", "dataset", dist.astype(np.float32))
+        _h5(
+            images / f"scene_{cam}_geometry_hdf5" / f"frame.{n:04d}.depth_meters.hdf5",
+            "dataset",
+            dist.astype(np.float32),
+        )
     return f
 
 
@@ -181,7 +185,9 @@ def test_vkitti2_units_sky_cap_and_cameras(tmp_path):
     _check_contract(s, 2, (H, W))
     assert s["frame_index"].tolist() == [0, 2]
     assert not s["valid"][:, 0, 0].any() and not s["valid"][:, 0, 1, 0].any()
-    assert torch.allclose(s["depth"][0, 0, 2:], torch.tensor(22.34)) and torch.allclose(s["depth"][1, 0, 2:], torch.tensor(24.34))
+    assert torch.allclose(s["depth"][0, 0, 2:], torch.tensor(22.34)) and torch.allclose(
+        s["depth"][1, 0, 2:], torch.tensor(24.34)
+    )
     assert torch.allclose(s["intrinsics"][0], torch.tensor([[726.0, 0, 620.5], [0, 725.0, 187.0], [0, 0, 1]]))
     assert torch.allclose(s["cam_to_world"][1, :3, 3], torch.tensor([-0.5, 0.0, 2.0]))
     fog = ds[ClipRequest(2, (0,))]
@@ -229,7 +235,9 @@ def test_tartanair_depth_sky_intrinsics_and_poses(tmp_path):
     assert torch.all(s["depth"][0, 0, 2:] == 6.0) and torch.all(s["depth"][1, 0, 2:] == 7.0)
     assert torch.equal(s["intrinsics"][0], torch.tensor([[320.0, 0, 320], [0, 320, 240], [0, 0, 1]]))
     # NED forward (+x) is OpenCV forward (+z); identity rotation stays identity.
-    assert torch.allclose(s["cam_to_world"][1], torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2], [0, 0, 0, 1]]))
+    assert torch.allclose(
+        s["cam_to_world"][1], torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 2], [0, 0, 0, 1]])
+    )
 
 
 def test_tartanair_ned_rotation_maps_axes():
@@ -349,7 +357,9 @@ def test_irs_exr_disparity(tmp_path):
     _check_contract(s, 2, (H, W))
     assert s["frame_index"].tolist() == [2, 10]
     assert not s["valid"][:, 0, 0, :3].any() and s["valid"].sum() == 2 * (H * W - 3)
-    assert torch.allclose(s["depth"][0, 0, 1:], torch.tensor(5.0)) and torch.allclose(s["depth"][1, 0, 1:], torch.tensor(1.0))
+    assert torch.allclose(s["depth"][0, 0, 1:], torch.tensor(5.0)) and torch.allclose(
+        s["depth"][1, 0, 1:], torch.tensor(1.0)
+    )
     assert torch.equal(s["intrinsics"][0], torch.tensor([[480.0, 0, W // 2], [0, 480, H // 2], [0, 0, 1]]))
 
 
@@ -394,8 +404,15 @@ def test_two_readers_mixed_in_the_datamodule(tmp_path):
     _pointodyssey(tmp_path / "po", frames=4)
     a = VirtualKITTI2(str(tmp_path / "vkitti"), size=(8, 12))
     b = PointOdyssey(str(tmp_path / "po"), size=(8, 12))
-    dm = VideoDepthDataModule(train=[a, b], train_weights=[0.5, 0.5], num_frames=[2], batch_size=2,
-                              max_frames_per_batch=None, samples_per_epoch=4, seed=0)
+    dm = VideoDepthDataModule(
+        train=[a, b],
+        train_weights=[0.5, 0.5],
+        num_frames=[2],
+        batch_size=2,
+        max_frames_per_batch=None,
+        samples_per_epoch=4,
+        seed=0,
+    )
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (2, 2, 3, 8, 12) and batch["depth"].shape == (2, 2, 1, 8, 12)
     assert batch["valid"].dtype == torch.bool and batch["frame_index"].shape == (2, 2)
@@ -431,8 +448,17 @@ def _npy_folders(root):
 
 def test_base_selects_crops_resizes_and_caps_in_order(tmp_path):
     _npy_folders(tmp_path)
-    ds = _NpyFolders(str(tmp_path), "folders", ["a"], start=1, stride=2, max_frames=2, crop=(1, -1, 2, 8),
-                     size=(8, 12), max_depth=12.5)
+    ds = _NpyFolders(
+        str(tmp_path),
+        "folders",
+        ["a"],
+        start=1,
+        stride=2,
+        max_frames=2,
+        crop=(1, -1, 2, 8),
+        size=(8, 12),
+        max_depth=12.5,
+    )
     assert len(ds) == 1 and ds.sequence_length(0) == 2 and ds.frame_size(0) == (8, 12) and ds.max_depth == 12.5
     s = ds[0]
     _check_contract(s, 2, (8, 12))

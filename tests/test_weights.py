@@ -89,8 +89,16 @@ def test_a_file_with_objects_is_refused_naming_it(tmp_path):
 
 @pytest.mark.parametrize(
     "layout",
-    ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors",
-     "model.safetensors", "pytorch_model.bin", "shards.safetensors", "shards.bin", "shards.fp16.safetensors"],
+    [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.bin",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "shards.safetensors",
+        "shards.bin",
+        "shards.fp16.safetensors",
+    ],
 )
 def test_folder_layouts(tmp_path, layout):
     sd = state()
@@ -130,8 +138,11 @@ def test_shards_must_hold_every_listed_key(tmp_path, fmt):
 def test_a_missing_shard_names_the_folder_and_the_source(tmp_path):
     write_shards(tmp_path, state(), "safetensors")
     (tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"shard diffusion_pytorch_model-00002-of-00002.safetensors .*missing"
-                                                r"\. Tiny nets come from nowhere\."):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"shard diffusion_pytorch_model-00002-of-00002.safetensors .*missing"
+        r"\. Tiny nets come from nowhere\.",
+    ):
         read_weights(tmp_path, "tiny weights", WHERE)
 
 
@@ -160,11 +171,18 @@ def test_load_weights_is_strict_and_names_the_file_and_the_source(tmp_path):
     bad["2.weight"] = torch.zeros(2, 5)
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(StateDictMismatchError) as err:
-        load_weights(module, tmp_path / "bad.pth", "tiny weights", WHERE,
-                     describe=lambda s: f"a {s['2.weight'].shape[1]}-wide MLP")
+        load_weights(
+            module,
+            tmp_path / "bad.pth",
+            "tiny weights",
+            WHERE,
+            describe=lambda s: f"a {s['2.weight'].shape[1]}-wide MLP",
+        )
     msg = str(err.value)
-    assert f"tiny weights {tmp_path / 'bad.pth'} does not match Sequential: the checkpoint looks like a 5-wide " \
-           "MLP, the model was built as a 4-wide MLP" in msg
+    assert (
+        f"tiny weights {tmp_path / 'bad.pth'} does not match Sequential: the checkpoint looks like a 5-wide "
+        "MLP, the model was built as a 4-wide MLP" in msg
+    )
     assert "1 missing key(s): 0.bias" in msg and "1 unexpected key(s): 3.weight" in msg
     assert "shape mismatch for 2.weight: checkpoint (2, 5) vs model (2, 4)" in msg
     assert msg.endswith(f"({WHERE})")

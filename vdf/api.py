@@ -55,7 +55,9 @@ def _override_args(overrides: dict[str, Any]) -> list[str]:
     return ["--predictor", json.dumps({"init_args": nested}, default=str)]
 
 
-def build_predictor(configs: Sequence[str | Path], overrides: dict[str, Any] | None = None) -> tuple[Predictor, str | None]:
+def build_predictor(
+    configs: Sequence[str | Path], overrides: dict[str, Any] | None = None
+) -> tuple[Predictor, str | None]:
     """The predictor the configs' ``model.init_args.predictor`` describe (later configs and the
     overrides win, as on the command line), and the last ``trainer.precision`` they set."""
     from jsonargparse import ArgumentParser
@@ -88,12 +90,16 @@ def load_checkpoint(predictor: Predictor, ckpt: str | Path) -> None:
     state = state.get("state_dict", state)
     prefix = "predictor."
     if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     load_state_dict_strict(predictor, state, source=f"checkpoint {path}")
 
 
-def load(config: str | Path | Sequence[str | Path], ckpt: str | Path | None = None,
-         device: str | torch.device | None = None, **overrides: Any) -> Predictor:
+def load(
+    config: str | Path | Sequence[str | Path],
+    ckpt: str | Path | None = None,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> Predictor:
     """The predictor of a vdf config, ready to run.
 
     Args:

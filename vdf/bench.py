@@ -168,7 +168,9 @@ def build_model(args: list[str]):
     options["trainer_defaults"] = {**options["trainer_defaults"], "logger": False, "callbacks": []}
     argv, sys.argv = sys.argv, sys.argv[:1]  # the CLI reads only ``args``
     try:
-        cli = VDFCLI(**options, run=False, args=[*args, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+        cli = VDFCLI(
+            **options, run=False, args=[*args, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+        )
     finally:
         sys.argv = argv
     return cli.model
@@ -389,7 +391,9 @@ def check_settings(settings: BenchSettings) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {settings.device}: CUDA is not available on this machine")
     if settings.compile and device.type != "cuda":
-        raise ValueError("--compile is for GPU runs (torch.compile on CPU is not what vdf bench measures); use --device cuda")
+        raise ValueError(
+            "--compile is for GPU runs (torch.compile on CPU is not what vdf bench measures); use --device cuda"
+        )
     if min(settings.height, settings.width, settings.frames, settings.repeats) < 1 or settings.warmup < 0:
         raise ValueError("height, width, frames and repeats must be >= 1 and warmup >= 0")
 
@@ -444,7 +448,10 @@ def to_markdown(results: list[BenchResult], settings: BenchSettings) -> str:
 
 
 def _specs(
-    configs: list[str], strategies: list[str] | None, names: list[str] | None, random_weights: bool = True,
+    configs: list[str],
+    strategies: list[str] | None,
+    names: list[str] | None,
+    random_weights: bool = True,
     tiny: bool = False,
 ) -> list[BenchSpec]:
     from vdf.cli import run_name, tiny_configs
@@ -455,7 +462,9 @@ def _specs(
             if not Path(path).is_file():
                 raise FileNotFoundError(f"config file not found: {path!r}")
     if strategies and len(strategies) not in (1, len(configs)):
-        raise ValueError(f"give one --strategy for all configs or one per config ({len(configs)}), got {len(strategies)}")
+        raise ValueError(
+            f"give one --strategy for all configs or one per config ({len(configs)}), got {len(strategies)}"
+        )
     if names and len(names) != len(configs):
         raise ValueError(f"give one --names entry per config ({len(configs)}), got {len(names)}")
     specs = []
@@ -517,11 +526,18 @@ def bench(
 def main(args: list[str] | None = None) -> dict[str, Any]:
     """``vdf bench CONFIG [CONFIG ...] [options]``."""
     parser = ArgumentParser(prog="vdf bench", description="Frames/s and peak memory of vdf models, side by side.")
-    parser.add_argument("configs", nargs="+", help="model configs (as for vdf fit --config; a recipe and its overlays "
-                        "joined by '+'), compared in this order")
-    parser.add_argument("--tiny", action=ActionYesNo, default=False, help="add each recipe's tiny overlay (configs/tiny/)")
     parser.add_argument(
-        "--strategy", type=Optional[list[str]], default=None,
+        "configs",
+        nargs="+",
+        help="model configs (as for vdf fit --config; a recipe and its overlays joined by '+'), compared in this order",
+    )
+    parser.add_argument(
+        "--tiny", action=ActionYesNo, default=False, help="add each recipe's tiny overlay (configs/tiny/)"
+    )
+    parser.add_argument(
+        "--strategy",
+        type=Optional[list[str]],
+        default=None,
         help="long-video strategy per config (or one for all): a class path such as vdf.inference.IndependentWindows, "
         "a YAML mapping {class_path: ..., init_args: {...}}, or 'default' for the config's own",
     )
@@ -529,27 +545,49 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--height", type=int, default=224, help="frame height")
     parser.add_argument("--width", type=int, default=336, help="frame width")
     parser.add_argument("--frames", type=int, default=32, help="video length (frames per timed repeat)")
-    parser.add_argument("--warmup", type=int, default=8, help="frames streamed once before timing (at least the strategy's window)")
+    parser.add_argument(
+        "--warmup", type=int, default=8, help="frames streamed once before timing (at least the strategy's window)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per model (round robin)")
     parser.add_argument("--device", type=str, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--bf16", action=ActionYesNo, default=False, help="autocast to bfloat16")
     parser.add_argument("--compile", action=ActionYesNo, default=False, help="torch.compile the network (CUDA only)")
-    parser.add_argument("--video", type=str, default="synthetic", help="'synthetic' (a synthetic-world episode) or 'random'")
+    parser.add_argument(
+        "--video", type=str, default="synthetic", help="'synthetic' (a synthetic-world episode) or 'random'"
+    )
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch intra-op threads")
-    parser.add_argument("--isolate", action=ActionYesNo, default=True, help="one worker process per model (sound CPU memory peaks)")
+    parser.add_argument(
+        "--isolate", action=ActionYesNo, default=True, help="one worker process per model (sound CPU memory peaks)"
+    )
     parser.add_argument("--output", type=Optional[str], default=None, help="write the results as JSON here")
     parser.add_argument(
-        "--random_weights", action=ActionYesNo, default=True,
+        "--random_weights",
+        action=ActionYesNo,
+        default=True,
         help="ignore the weight files the configs name (speed does not depend on them); --no_random_weights loads them",
     )
     cfg = parser.parse_args(args)
     settings = BenchSettings(
-        height=cfg.height, width=cfg.width, frames=cfg.frames, warmup=cfg.warmup, repeats=cfg.repeats,
-        device=cfg.device, bf16=cfg.bf16, compile=cfg.compile, video=cfg.video, threads=cfg.threads,
+        height=cfg.height,
+        width=cfg.width,
+        frames=cfg.frames,
+        warmup=cfg.warmup,
+        repeats=cfg.repeats,
+        device=cfg.device,
+        bf16=cfg.bf16,
+        compile=cfg.compile,
+        video=cfg.video,
+        threads=cfg.threads,
     )
     return bench(
-        cfg.configs, cfg.strategy, cfg.names, settings, isolate=cfg.isolate, output=cfg.output,
-        random_weights=cfg.random_weights, tiny=cfg.tiny,
+        cfg.configs,
+        cfg.strategy,
+        cfg.names,
+        settings,
+        isolate=cfg.isolate,
+        output=cfg.output,
+        random_weights=cfg.random_weights,
+        tiny=cfg.tiny,
     )
 
 

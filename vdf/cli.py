@@ -185,8 +185,10 @@ def carried_init_args(configs: list[str]) -> list[str]:
             left = set(old.get("init_args") or {}) - set(new.get("init_args") or {})
             left = _carried(old["class_path"], new["class_path"], left) if left else []
             if left:
-                warnings_.append(f"{where} changes {key} from {old['class_path']} to {new['class_path']}; "
-                                 f"the earlier init_args {sorted(left)} carry over where the new class accepts them")
+                warnings_.append(
+                    f"{where} changes {key} from {old['class_path']} to {new['class_path']}; "
+                    f"the earlier init_args {sorted(left)} carry over where the new class accepts them"
+                )
             return
         for k in set(old) & set(new):
             walk(old[k], new[k], f"{key}.{k}" if key else k, where)

@@ -116,7 +116,9 @@ def expand(grid: dict[str, Any]) -> list[Cell]:
             labels = axes[name]
             if not isinstance(labels, dict) or not labels:
                 raise ValueError(f"axis {name!r} must map labels to overlays, got {labels!r}")
-            choices.append([(str(label), parse_overlay(v, f"axis {name}, label {label}")) for label, v in labels.items()])
+            choices.append(
+                [(str(label), parse_overlay(v, f"axis {name}, label {label}")) for label, v in labels.items()]
+            )
         for combo in itertools.product(*choices):
             overlay = Overlay()
             labels = {}
@@ -173,7 +175,9 @@ class Experiment:
         self.folder = Path(folder)
         grid_file = self.folder / GRID_FILE
         if not grid_file.is_file():
-            raise FileNotFoundError(f"no {GRID_FILE} in {str(self.folder)!r}: an experiment is a folder holding {GRID_FILE}")
+            raise FileNotFoundError(
+                f"no {GRID_FILE} in {str(self.folder)!r}: an experiment is a folder holding {GRID_FILE}"
+            )
         self.grid = yaml.safe_load(grid_file.read_text()) or {}
         self.tiny = tiny
         self.tiny_section = self.grid.get("tiny") or {}
@@ -191,7 +195,9 @@ class Experiment:
             raise ValueError(f"stage names must be unique, got {names}")
         for stage in self.stages:
             if stage.get("command") not in COMMANDS:
-                raise ValueError(f"stage {stage['name']!r}: command must be one of {COMMANDS}, got {stage.get('command')!r}")
+                raise ValueError(
+                    f"stage {stage['name']!r}: command must be one of {COMMANDS}, got {stage.get('command')!r}"
+                )
         self.metrics = list(self.grid.get("metrics") or ["abs_rel", "delta1"])
         self.counts = {"cells_run": 0, "cells_skipped": 0, "stages_run": 0, "stages_skipped": 0}
         self._done: dict[str, dict[str, Any]] = {}
@@ -262,7 +268,9 @@ class Experiment:
                 return c
         raise ValueError(f"unknown cell {cell_id!r} in a placeholder")
 
-    def stage_args(self, cell: Cell, stage: dict[str, Any], ran: dict[str, dict[str, Any]], previous: str | None) -> list[str]:
+    def stage_args(
+        self, cell: Cell, stage: dict[str, Any], ran: dict[str, dict[str, Any]], previous: str | None
+    ) -> list[str]:
         """The command line of one stage of one cell (without the run-directory arguments).
 
         Order (later wins): base configs, the stage's configs, the cell's overlay configs, the
@@ -291,9 +299,12 @@ class Experiment:
             self.counts["stages_skipped"] += 1
             return json.loads(marker.read_text())
         run_dir = [
-            "--trainer.logger.init_args.save_dir", str(directory),
-            "--trainer.logger.init_args.name", "",
-            "--trainer.logger.init_args.version", "",
+            "--trainer.logger.init_args.save_dir",
+            str(directory),
+            "--trainer.logger.init_args.name",
+            "",
+            "--trainer.logger.init_args.version",
+            "",
         ]
         cli = main([*args, *run_dir])
         log_dir = Path(cli.trainer.log_dir or directory)
@@ -384,9 +395,15 @@ class Experiment:
                 fps=result.fps,
                 fps_source="vdf bench",
                 peak_memory_mb=result.peak_memory_mb if sound_memory else None,
-                bench={"settings": dict(settings.__dict__), "isolate": isolate, "strategy": result.strategy,
-                       "seconds": result.seconds, "frames_counted": result.frames_counted,
-                       "peak_memory_mb": result.peak_memory_mb, "memory_kind": result.memory_kind},
+                bench={
+                    "settings": dict(settings.__dict__),
+                    "isolate": isolate,
+                    "strategy": result.strategy,
+                    "seconds": result.seconds,
+                    "frames_counted": result.frames_counted,
+                    "peak_memory_mb": result.peak_memory_mb,
+                    "memory_kind": result.memory_kind,
+                },
             )
             write_json_atomic(self.output / "cells" / record["id"] / "cell.json", record)
         return len(todo)
@@ -439,7 +456,11 @@ class Experiment:
         rows = self.rows(records)
         axes = self.axes()
         has_memory = any(r["peak_memory_mb"] is not None for r in rows)
-        head = [*axes, *[_HEADERS.get(m, m) for m in self.metrics], "frames/s"] + (["peak MB"] if has_memory else []) + ["configs"]
+        head = (
+            [*axes, *[_HEADERS.get(m, m) for m in self.metrics], "frames/s"]
+            + (["peak MB"] if has_memory else [])
+            + ["configs"]
+        )
         lines = [
             f"{self.grid.get('title', self.folder.name)} — {'tiny' if self.tiny else 'full'} mode, produced by `{self.command()}`",
             "",
@@ -447,8 +468,12 @@ class Experiment:
             "|" + "---|" * len(head),
         ]
         for row, rec in zip(rows, records):
-            links = ", ".join(f"[{Path(c).name}](/{Path(c).as_posix().lstrip('/')})" for c in _repo_relative(rec["configs"]))
-            cells = [row[a] or "–" for a in axes] + [_fmt(row[m]) for m in self.metrics] + [_fmt(row["frames_per_second"])]
+            links = ", ".join(
+                f"[{Path(c).name}](/{Path(c).as_posix().lstrip('/')})" for c in _repo_relative(rec["configs"])
+            )
+            cells = (
+                [row[a] or "–" for a in axes] + [_fmt(row[m]) for m in self.metrics] + [_fmt(row["frames_per_second"])]
+            )
             if has_memory:
                 cells.append(_fmt(row["peak_memory_mb"]))
             cells.append(links)
@@ -456,7 +481,9 @@ class Experiment:
         overrides = [(rec["id"], rec["overrides"]) for rec in records if rec["overrides"]]
         if overrides:
             lines += ["", "Overrides per cell (on top of the configs):", ""]
-            lines += [f"- `{cid}`: " + ", ".join(f"`{k}={_cli_value(v)}`" for k, v in o.items()) for cid, o in overrides]
+            lines += [
+                f"- `{cid}`: " + ", ".join(f"`{k}={_cli_value(v)}`" for k, v in o.items()) for cid, o in overrides
+            ]
         (self.output / "results.md").write_text("\n".join(lines) + "\n")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["cell"])
@@ -497,7 +524,9 @@ class Experiment:
 
         written = []
         for metric in self.metrics:
-            points = [(r["fps"], r["metrics"].get(metric), " / ".join(r["labels"].values()) or r["id"]) for r in records]
+            points = [
+                (r["fps"], r["metrics"].get(metric), " / ".join(r["labels"].values()) or r["id"]) for r in records
+            ]
             points = [p for p in points if p[0] is not None and p[1] is not None]
             if not points:
                 continue
@@ -572,13 +601,29 @@ def _repo_relative(paths: list[str]) -> list[str]:
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
     """``vdf experiment FOLDER [--tiny] [--output DIR] [--cells ID ...]``."""
-    parser = ArgumentParser(prog="vdf experiment", description="Run an ablation grid (grid.yaml), resuming completed cells.")
+    parser = ArgumentParser(
+        prog="vdf experiment", description="Run an ablation grid (grid.yaml), resuming completed cells."
+    )
     parser.add_argument("folder", help="experiment folder holding grid.yaml")
-    parser.add_argument("--tiny", action=ActionYesNo, default=False, help="tiny mode: the recipes' tiny overlays (configs/tiny/) and the grid's tiny overrides (CPU)")
-    parser.add_argument("--output", type=Optional[str], default=None, help="where cells, tables and plots go (default FOLDER/results/{tiny,full})")
+    parser.add_argument(
+        "--tiny",
+        action=ActionYesNo,
+        default=False,
+        help="tiny mode: the recipes' tiny overlays (configs/tiny/) and the grid's tiny overrides (CPU)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Optional[str],
+        default=None,
+        help="where cells, tables and plots go (default FOLDER/results/{tiny,full})",
+    )
     parser.add_argument("--cells", type=Optional[list[str]], default=None, help="run only these cell ids")
-    parser.add_argument("--list", action=ActionYesNo, default=False, help="print the cells and their stage commands, run nothing")
-    parser.add_argument("--publish", action=ActionYesNo, default=False, help="copy the table and plots into the grid's docs page")
+    parser.add_argument(
+        "--list", action=ActionYesNo, default=False, help="print the cells and their stage commands, run nothing"
+    )
+    parser.add_argument(
+        "--publish", action=ActionYesNo, default=False, help="copy the table and plots into the grid's docs page"
+    )
     cfg = parser.parse_args(args)
     experiment = Experiment(cfg.folder, tiny=cfg.tiny, output=cfg.output, only=cfg.cells)
     if cfg.list:

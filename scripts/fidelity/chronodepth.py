@@ -70,9 +70,24 @@ CASES = {
 }
 
 # Input sizes whose official processing size the resized case records (run_infer's max_res 1024).
-RESOLUTION_TABLE_SIZES = [(436, 1024), (480, 640), (375, 1242), (1080, 1920), (720, 1280), (576, 768),
-                          (100, 100), (31, 33), (96, 160), (1024, 1024), (2000, 900), (540, 960), (352, 1216),
-                          (968, 1296), (1036, 1920), (32, 31)]
+RESOLUTION_TABLE_SIZES = [
+    (436, 1024),
+    (480, 640),
+    (375, 1242),
+    (1080, 1920),
+    (720, 1280),
+    (576, 768),
+    (100, 100),
+    (31, 33),
+    (96, 160),
+    (1024, 1024),
+    (2000, 900),
+    (540, 960),
+    (352, 1216),
+    (968, 1296),
+    (1036, 1920),
+    (32, 31),
+]
 
 
 def svd_scheduler():
@@ -80,9 +95,18 @@ def svd_scheduler():
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        prediction_type="v_prediction", interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.002,
-        sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous", steps_offset=1,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        steps_offset=1,
     )
 
 
@@ -112,10 +136,17 @@ def build_pipeline(official: Path):
     )
     # Redrawn weights (kept at each tensor's own scale) so that zero-initialised layers do not hide paths.
     round_to_fp16_(unet, seed=1)
-    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=32,
-        image_size=224, projection_dim=32,
-    ))
+    clip = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            patch_size=32,
+            image_size=224,
+            projection_dim=32,
+        )
+    )
     round_to_fp16_(clip, seed=2)
     feature_extractor = CLIPImageProcessor()  # OpenAI CLIP mean/std, as SVD's feature_extractor
     scheduler = svd_scheduler()
@@ -149,14 +180,29 @@ def official_size(video_utils, height: int, width: int) -> list[int] | None:
         return [None, None]
 
 
-def run_case(pipe, pipeline_module, run_infer, name: str, frames: int, height: int, width: int, max_res: int,
-             float_input: bool, seed: int) -> None:
+def run_case(
+    pipe,
+    pipeline_module,
+    run_infer,
+    name: str,
+    frames: int,
+    height: int,
+    width: int,
+    max_res: int,
+    float_input: bool,
+    seed: int,
+) -> None:
     from diffusers.models.autoencoders import vae as vae_module
     from diffusers.pipelines.stable_video_diffusion import pipeline_stable_video_diffusion as svd_module
 
     video = make_video(frames, height, width, seed)
-    cfg = types.SimpleNamespace(max_res=max_res, denoise_steps=STEPS, decode_chunk_size=DECODE_CHUNK,
-                                infer_mode="ours", sigma_epsilon=SIGMA_EPSILON)
+    cfg = types.SimpleNamespace(
+        max_res=max_res,
+        denoise_steps=STEPS,
+        decode_chunk_size=DECODE_CHUNK,
+        infer_mode="ours",
+        sigma_epsilon=SIGMA_EPSILON,
+    )
 
     # Tag each random source before recording, so the fixture says which RNG drew what.
     sources: list[str] = []
@@ -196,8 +242,10 @@ def run_case(pipe, pipeline_module, run_infer, name: str, frames: int, height: i
             setattr(*key, fn)
         del pipe.single_infer_ours
 
-    tensors: dict[str, torch.Tensor] = {"video": torch.from_numpy(video).permute(0, 3, 1, 2).contiguous(),
-                                        "depth": depth}
+    tensors: dict[str, torch.Tensor] = {
+        "video": torch.from_numpy(video).permute(0, 3, 1, 2).contiguous(),
+        "depth": depth,
+    }
     kept_sources, augmentation_shapes = [], []
     for draw, tag in zip(log.draws, sources):
         if tag == "augmentation":

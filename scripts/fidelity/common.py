@@ -67,8 +67,10 @@ def save_case(folder: Path, case: str, tensors: dict[str, torch.Tensor], meta: d
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = {k: v.detach().cpu().contiguous().float() if v.is_floating_point() else v.detach().cpu().contiguous()
-           for k, v in tensors.items()}
+    out = {
+        k: v.detach().cpu().contiguous().float() if v.is_floating_point() else v.detach().cpu().contiguous()
+        for k, v in tensors.items()
+    }
     save_file(out, str(folder / f"{case}.safetensors"))
     (folder / f"{case}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

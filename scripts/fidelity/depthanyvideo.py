@@ -77,8 +77,15 @@ CASES = {
 }
 
 # Preprocessing check: (height, width, max_resolution).
-PREPROCESSING = [(35, 38, 1024), (37, 75, 1024), (100, 61, 64), (45, 129, 100), (250, 97, 97), (64, 64, 48),
-                 (71, 200, 150)]
+PREPROCESSING = [
+    (35, 38, 1024),
+    (37, 75, 1024),
+    (100, 61, 64),
+    (45, 129, 100),
+    (250, 97, 97),
+    (64, 64, 48),
+    (71, 200, 150),
+]
 
 
 def build_unet(dav_models, in_channels: int, seed: int):
@@ -153,8 +160,14 @@ def run_case(pipe, img_utils, name: str, frames: int, num_frames: int, interp: i
     try:
         torch.manual_seed(seed)  # run_infer.py's seed_all: randn_like draws from the global RNG
         with torch.no_grad(), recording([(torch, "randn_like")]) as log:
-            out = pipe(image_tensor, num_frames=num_frames, num_overlap_frames=overlap, num_interp_frames=interp,
-                       decode_chunk_size=DECODE_CHUNK, num_inference_steps=STEPS)
+            out = pipe(
+                image_tensor,
+                num_frames=num_frames,
+                num_overlap_frames=overlap,
+                num_interp_frames=interp,
+                decode_chunk_size=DECODE_CHUNK,
+                num_inference_steps=STEPS,
+            )
     finally:
         del pipe.single_infer
 
@@ -171,11 +184,17 @@ def run_case(pipe, img_utils, name: str, frames: int, num_frames: int, interp: i
     top, left = (RAW_HEIGHT - crop_h) // 2, (RAW_WIDTH - crop_w) // 2
     assert np.array_equal(image[0], video[0, top : top + crop_h, left : left + crop_w])
     clamped = float(((disparity == 0) | (disparity == 1)).float().mean())
-    print(f"{name}: outputs {kept[0]}..{kept[-1]} of {frames} frames, keyframes {keyframes}, "
-          f"disparity in [{float(disparity.min()):.3f}, {float(disparity.max()):.3f}], {clamped:.1%} clamped")
+    print(
+        f"{name}: outputs {kept[0]}..{kept[-1]} of {frames} frames, keyframes {keyframes}, "
+        f"disparity in [{float(disparity.min()):.3f}, {float(disparity.max()):.3f}], {clamped:.1%} clamped"
+    )
 
-    tensors = {"video": torch.from_numpy(video).permute(0, 3, 1, 2).contiguous(), **log.tensors(),
-               "disparity": disparity, "frames": torch.tensor(kept, dtype=torch.int64)}
+    tensors = {
+        "video": torch.from_numpy(video).permute(0, 3, 1, 2).contiguous(),
+        **log.tensors(),
+        "disparity": disparity,
+        "frames": torch.tensor(kept, dtype=torch.int64),
+    }
     meta = {
         "frames": frames,
         "frames_read": n,
@@ -204,9 +223,12 @@ def preprocessing_case(img_utils) -> None:
         tensors[f"input.{i}"] = torch.from_numpy(frame).permute(2, 0, 1).contiguous()
         tensors[f"output.{i}"] = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).contiguous()
         sizes.append([h, w, max_resolution, *out.shape[:2]])
-    save_case(OUT, "preprocessing", tensors, {"cases": sizes, "multiple": 32,
-                                              "columns": ["height", "width", "max_resolution", "out_height",
-                                                          "out_width"]})
+    save_case(
+        OUT,
+        "preprocessing",
+        tensors,
+        {"cases": sizes, "multiple": 32, "columns": ["height", "width", "max_resolution", "out_height", "out_width"]},
+    )
 
 
 def main() -> None:

@@ -56,10 +56,20 @@ TINY_VAE = ROOT / "vdf" / "models" / "assets" / "tiny_svd_vae"
 
 #: SVD-img2vid-xt's scheduler_config.json.
 SVD_SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    prediction_type="v_prediction", interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.002,
-    sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous", steps_offset=1,
-    rescale_betas_zero_snr=False, final_sigmas_type="zero",
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="v_prediction",
+    interpolation_type="linear",
+    use_karras_sigmas=True,
+    sigma_min=0.002,
+    sigma_max=700.0,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    steps_offset=1,
+    rescale_betas_zero_snr=False,
+    final_sigmas_type="zero",
 )
 
 #: The cases: frames, size, the official ``window_size``/``overlap`` arguments (``run.py``'s
@@ -71,10 +81,34 @@ CASES = {
 
 #: Input sizes for the resolution table (height, width), with the official ``max_res`` values.
 RESOLUTION_SIZES = [
-    (32, 48), (64, 64), (95, 97), (100, 180), (240, 320), (270, 480), (288, 512), (360, 640), (375, 1242),
-    (436, 1024), (480, 640), (480, 854), (540, 960), (576, 1024), (720, 1280), (968, 1296), (1036, 1920),
-    (1080, 1920), (1080, 1080), (1200, 1600), (1440, 2560), (1920, 1080), (2160, 3840), (3000, 4000), (96, 160),
-    (160, 96), (1024, 1025), (1056, 1000),
+    (32, 48),
+    (64, 64),
+    (95, 97),
+    (100, 180),
+    (240, 320),
+    (270, 480),
+    (288, 512),
+    (360, 640),
+    (375, 1242),
+    (436, 1024),
+    (480, 640),
+    (480, 854),
+    (540, 960),
+    (576, 1024),
+    (720, 1280),
+    (968, 1296),
+    (1036, 1920),
+    (1080, 1920),
+    (1080, 1080),
+    (1200, 1600),
+    (1440, 2560),
+    (1920, 1080),
+    (2160, 3840),
+    (3000, 4000),
+    (96, 160),
+    (160, 96),
+    (1024, 1025),
+    (1056, 1000),
 ]
 MAX_RES = [1024, 512]
 
@@ -100,11 +134,18 @@ def tiny_unet(unet_class):
     """DepthCrafter's UNet class at toy size: 8 input channels, added time ids, per-frame CLIP width 32."""
     torch.manual_seed(1)  # the redraw below takes each tensor's scale from this initialisation
     unet = unet_class(
-        sample_size=32, in_channels=8, out_channels=4,
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64), addition_time_embed_dim=8, projection_class_embeddings_input_dim=24,
-        layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 4), num_frames=25,
+        block_out_channels=(32, 64),
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24,
+        layers_per_block=1,
+        cross_attention_dim=32,
+        num_attention_heads=(2, 4),
+        num_frames=25,
     )
     return round_to_fp16_(unet.eval(), seed=1)
 
@@ -113,8 +154,15 @@ def tiny_clip():
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     # SVD's pipeline resizes every frame to 224 x 224 whatever the tower, so the tower takes 224.
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              patch_size=32, image_size=224, projection_dim=32)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=32,
+        image_size=224,
+        projection_dim=32,
+    )
     torch.manual_seed(2)
     return round_to_fp16_(CLIPVisionModelWithProjection(config).eval(), seed=2)
 
@@ -153,13 +201,21 @@ def run_official(official: dict, pipe, name: str, spec: dict) -> tuple[np.ndarra
     inference.read_video_frames = read_video_frames
     inference.save_video = lambda *args, **kwargs: None
     try:
-        with tempfile.TemporaryDirectory() as out_dir, recording(
-            [(ppl, "randn_tensor"), (svd, "randn_tensor")]
-        ) as log:
+        with tempfile.TemporaryDirectory() as out_dir, recording([(ppl, "randn_tensor"), (svd, "randn_tensor")]) as log:
             runner.infer(
-                f"{name}.mp4", num_denoising_steps=spec["steps"], guidance_scale=1.0, save_folder=out_dir,
-                window_size=spec["window_size"], process_length=-1, overlap=spec["overlap"], max_res=1024,
-                dataset="open", target_fps=-1, seed=spec["seed"], track_time=False, save_npz=True,
+                f"{name}.mp4",
+                num_denoising_steps=spec["steps"],
+                guidance_scale=1.0,
+                save_folder=out_dir,
+                window_size=spec["window_size"],
+                process_length=-1,
+                overlap=spec["overlap"],
+                max_res=1024,
+                dataset="open",
+                target_fps=-1,
+                seed=spec["seed"],
+                track_time=False,
+                save_npz=True,
             )
             depth = np.load(Path(out_dir) / f"{name}.npz")["depth"]
     finally:
@@ -169,10 +225,19 @@ def run_official(official: dict, pipe, name: str, spec: dict) -> tuple[np.ndarra
 
 def run_case(official: dict, pipe, name: str, spec: dict, folder: Path) -> None:
     video_u8, depth, draws = run_official(official, pipe, name, spec)
-    tensors = {"video": torch.from_numpy(video_u8), "depth": torch.from_numpy(depth),
-               **{f"noise.{i}": t for i, t in enumerate(draws)}}
-    meta = {**spec, "noise_shapes": [list(t.shape) for t in draws], "guidance_scale": 1.0,
-            "decode_chunk_size": 8, "dtype": "float32", "device": "cpu"}
+    tensors = {
+        "video": torch.from_numpy(video_u8),
+        "depth": torch.from_numpy(depth),
+        **{f"noise.{i}": t for i, t in enumerate(draws)},
+    }
+    meta = {
+        **spec,
+        "noise_shapes": [list(t.shape) for t in draws],
+        "guidance_scale": 1.0,
+        "decode_chunk_size": 8,
+        "dtype": "float32",
+        "device": "cpu",
+    }
     save_case(folder, name, tensors, meta)
 
 
@@ -200,9 +265,11 @@ def compare_float16(official: dict, folder: Path) -> None:
     video_u8, depth, draws = run_official(official, pipe, name, spec)
 
     prefix = "denoiser.init_args"
-    weights = {f"{prefix}.unet.init_args.weights": str(folder / "unet"),
-               f"{prefix}.vae.init_args.weights": str(TINY_VAE),
-               f"{prefix}.image_encoder.init_args.weights": str(folder / "image_encoder")}
+    weights = {
+        f"{prefix}.unet.init_args.weights": str(folder / "unet"),
+        f"{prefix}.vae.init_args.weights": str(TINY_VAE),
+        f"{prefix}.image_encoder.init_args.weights": str(folder / "image_encoder"),
+    }
     model = vdf.load(ROOT / "configs" / "depthcrafter.yaml", device="cpu", **weights)
     queue = [d.float() for d in draws]  # one segment: augmentation noise, then the initial noise
     model.noise_like = lambda shape, generator=None: queue.pop(0).reshape(shape)
@@ -214,8 +281,10 @@ def compare_float16(official: dict, folder: Path) -> None:
     def relative(a, b):
         return float((a - b).abs().max() / b.abs().max())
 
-    print(f"float16, {name}: vdf vs official {relative(ours, theirs):.3g}; "
-          f"official float16 vs official float32 {relative(theirs, float32):.3g}")
+    print(
+        f"float16, {name}: vdf vs official {relative(ours, theirs):.3g}; "
+        f"official float16 vs official float32 {relative(theirs, float32):.3g}"
+    )
 
 
 def resolution_table(utils) -> dict:
@@ -253,17 +322,23 @@ def resolution_table(utils) -> dict:
                 rows.append([h, w, max_res, *FakeReader.asked[-1]])
     finally:
         utils.VideoReader = saved
-    return {"columns": ["height", "width", "max_res", "out_height", "out_width"], "rows": rows,
-            "dataset_res_dict": {k: list(v) for k, v in utils.dataset_res_dict.items()}}
+    return {
+        "columns": ["height", "width", "max_res", "out_height", "out_width"],
+        "rows": rows,
+        "dataset_res_dict": {k: list(v) for k, v in utils.dataset_res_dict.items()},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, help="local checkout of Tencent/DepthCrafter")
     parser.add_argument("--output", default=str(FIXTURES / "depthcrafter"), help="fixture folder")
-    parser.add_argument("--float16", action="store_true",
-                        help="compare the official float16 pipeline with vdf's shipped float16 config on the "
-                             "fixtures in --output (prints; writes nothing)")
+    parser.add_argument(
+        "--float16",
+        action="store_true",
+        help="compare the official float16 pipeline with vdf's shipped float16 config on the "
+        "fixtures in --output (prints; writes nothing)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # thread count can change float reductions; one thread is reproducible
 
@@ -273,7 +348,9 @@ def main() -> None:
         "unet": import_official(args.official, "depthcrafter.unet"),
         "inference": import_official(args.official, "depthcrafter.inference"),
         "utils": import_official(args.official, "depthcrafter.utils"),
-        "svd": import_official(args.official, "diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion"),
+        "svd": import_official(
+            args.official, "diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion"
+        ),
     }
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor

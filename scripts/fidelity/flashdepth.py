@@ -85,15 +85,27 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 SEED = 0
 FRAME_SIZE = (64, 92)
-TINY_VIT = {"vits": {"embed_dim": 32, "num_heads": 2, "depth": 4},
-            "vitl": {"embed_dim": 48, "num_heads": 3, "depth": 4}}
+TINY_VIT = {
+    "vits": {"embed_dim": 32, "num_heads": 2, "depth": 4},
+    "vitl": {"embed_dim": 48, "num_heads": 3, "depth": 4},
+}
 TINY_LAYERS = {"vits": [0, 1, 2, 3], "vitl": [0, 1, 2, 3]}  # the blocks the DPT reads
 TINY_DPT = {64: (16, [8, 16, 24, 32]), 256: (24, [16, 24, 32, 48])}  # released dpt_dim -> tiny
 TINY_MAMBA = {"expand": 2, "headdim": 8, "d_state": 16}
 DOWNSAMPLE = 0.25
 TEACHER_RESOLUTION = 42
-SIZE_TABLE = [(64, 92), (436, 1024), (1080, 1920), (1148, 2044), (1149, 2045), (2160, 3840), (3840, 2160),
-              (4000, 3000), (2045, 100), (721, 1281)]
+SIZE_TABLE = [
+    (64, 92),
+    (436, 1024),
+    (1080, 1920),
+    (1148, 2044),
+    (1149, 2045),
+    (2160, 3840),
+    (3840, 2160),
+    (4000, 3000),
+    (2045, 100),
+    (721, 1281),
+]
 
 
 # ----------------------------------------------------------------------------------- CPU stand-ins
@@ -123,9 +135,24 @@ def _patch_mamba_for_cpu() -> None:
     from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete
     from mamba_ssm.ops.triton.layernorm_gated import rms_norm_ref
 
-    def chunk_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, seq_idx=None,
-                   cu_seqlens=None, dt_softplus=False, dt_limit=(0.0, float("inf")), return_final_states=False,
-                   return_varlen_states=False):
+    def chunk_scan(
+        x,
+        dt,
+        A,
+        B,
+        C,
+        chunk_size,
+        D=None,
+        z=None,
+        dt_bias=None,
+        initial_states=None,
+        seq_idx=None,
+        cu_seqlens=None,
+        dt_softplus=False,
+        dt_limit=(0.0, float("inf")),
+        return_final_states=False,
+        return_varlen_states=False,
+    ):
         assert z is None and seq_idx is None and cu_seqlens is None and dt_limit == (0.0, float("inf"))
         if dt_bias is not None:
             dt = dt + dt_bias
@@ -142,8 +169,15 @@ def _patch_mamba_for_cpu() -> None:
         return (y, final) if return_final_states else y
 
     def gated_rms_norm(self, x, z=None):
-        return rms_norm_ref(x, self.weight, self.bias, z=z, eps=self.eps, group_size=self.group_size,
-                            norm_before_gate=self.norm_before_gate)
+        return rms_norm_ref(
+            x,
+            self.weight,
+            self.bias,
+            z=z,
+            eps=self.eps,
+            group_size=self.group_size,
+            norm_before_gate=self.norm_before_gate,
+        )
 
     mamba2.mamba_chunk_scan_combined = chunk_scan
     mamba2.RMSNormGated.forward = gated_rms_norm
@@ -165,13 +199,26 @@ def _shrink_size_tables() -> None:
     from flashdepth import dinov2, hybrid_fusion, mamba, model
 
     def tiny_vit(name):
-        def build(patch_size=14, num_register_tokens=0, linearization_configs=None, skip_connections=False,
-                  compression_configs=None, **kwargs):
+        def build(
+            patch_size=14,
+            num_register_tokens=0,
+            linearization_configs=None,
+            skip_connections=False,
+            compression_configs=None,
+            **kwargs,
+        ):
             return dinov2.DinoVisionTransformer(
-                patch_size=patch_size, mlp_ratio=4, block_fn=dinov2.Block,
-                num_register_tokens=num_register_tokens, linearization_configs=linearization_configs,
-                skip_connections=skip_connections, compression_configs=compression_configs,
-                **TINY_VIT[name], **kwargs)
+                patch_size=patch_size,
+                mlp_ratio=4,
+                block_fn=dinov2.Block,
+                num_register_tokens=num_register_tokens,
+                linearization_configs=linearization_configs,
+                skip_connections=skip_connections,
+                compression_configs=compression_configs,
+                **TINY_VIT[name],
+                **kwargs,
+            )
+
         return build
 
     dinov2.vit_small = tiny_vit("vits")
@@ -190,8 +237,15 @@ def _shrink_size_tables() -> None:
     mamba_block = mamba.MambaBlock
 
     def tiny_block(d_model, layer_idx, expand, d_state=64, d_conv=4, headdim=64, use_hydra=False):
-        return mamba_block(d_model, layer_idx, expand=TINY_MAMBA["expand"], d_state=TINY_MAMBA["d_state"],
-                           d_conv=d_conv, headdim=TINY_MAMBA["headdim"], use_hydra=use_hydra)
+        return mamba_block(
+            d_model,
+            layer_idx,
+            expand=TINY_MAMBA["expand"],
+            d_state=TINY_MAMBA["d_state"],
+            d_conv=d_conv,
+            headdim=TINY_MAMBA["headdim"],
+            use_hydra=use_hydra,
+        )
 
     mamba.MambaBlock = tiny_block
 
@@ -199,7 +253,8 @@ def _shrink_size_tables() -> None:
     model.HybridFusion = lambda d_model, **kwargs: fusion(TINY_DPT[d_model][0], **kwargs)
     block = hybrid_fusion.Block
     hybrid_fusion.Block = lambda d_model, proj_dim_in=1024, **kwargs: block(
-        d_model, proj_dim_in=TINY_DPT[proj_dim_in][0], **kwargs)
+        d_model, proj_dim_in=TINY_DPT[proj_dim_in][0], **kwargs
+    )
 
 
 class _Config(dict):
@@ -305,10 +360,19 @@ def _official_stream(net, video: torch.Tensor, gt_size: tuple[int, int] | None, 
     """``FlashDepth.forward`` (the official inference loop) -> ``(T, 1, h, w)`` from its ``.npy`` files."""
     gt = None if gt_size is None else torch.zeros(1, video.shape[1], *gt_size)
     out = folder / ("restored" if gt_size else "processed")
-    net(video if gt is None else (video, gt), use_mamba=True, gif_path=str(out / "clip_0.gif"), resolution=518,
-        out_mp4=False, save_depth_npy=True, out_video=False, use_metrics=False)
-    return torch.stack([torch.from_numpy(np.load(out / "depth_npy_files" / f"frame_{i}.npy"))[None]
-                        for i in range(video.shape[1])])
+    net(
+        video if gt is None else (video, gt),
+        use_mamba=True,
+        gif_path=str(out / "clip_0.gif"),
+        resolution=518,
+        out_mp4=False,
+        save_depth_npy=True,
+        out_video=False,
+        use_metrics=False,
+    )
+    return torch.stack(
+        [torch.from_numpy(np.load(out / "depth_npy_files" / f"frame_{i}.npy"))[None] for i in range(video.shape[1])]
+    )
 
 
 # ----------------------------------------------------------------------------------- cases
@@ -340,9 +404,11 @@ def _model_case(official: Path, output: Path, case: str, config: str, frames: in
     weights = output / f"{case}.pth"
     _save_weights(net, weights)
     positive = float((processed > 0).float().mean())
-    print(f"{case}: processed {tuple(batch.shape[-2:])}, {positive:.0%} of the output > 0, "
-          f"range {float(processed.min()):.3g}..{float(processed.max()):.3g}, "
-          f"temporal module changes the output by {temporal:.3g} (relative)")
+    print(
+        f"{case}: processed {tuple(batch.shape[-2:])}, {positive:.0%} of the output > 0, "
+        f"range {float(processed.min()):.3g}..{float(processed.max()):.3g}, "
+        f"temporal module changes the output by {temporal:.3g} (relative)"
+    )
     tensors = {"frames": video, "official.processed": processed, "official.restored": restored}
     meta = {
         "official_config": f"configs/{config}/config.yaml",
@@ -351,8 +417,12 @@ def _model_case(official: Path, output: Path, case: str, config: str, frames: in
         "frame_size": list(FRAME_SIZE),
         "processed_size": list(batch.shape[-2:]),
         "seed": seed,
-        "tiny": {"vit": TINY_VIT, "layers": TINY_LAYERS, "dpt": {str(k): v for k, v in TINY_DPT.items()},
-                 "mamba": TINY_MAMBA},
+        "tiny": {
+            "vit": TINY_VIT,
+            "layers": TINY_LAYERS,
+            "dpt": {str(k): v for k, v in TINY_DPT.items()},
+            "mamba": TINY_MAMBA,
+        },
         "temporal_effect": temporal,
         "downsample_mamba": DOWNSAMPLE,
         "teacher_resolution": TEACHER_RESOLUTION,
@@ -374,10 +444,17 @@ def _preprocess_case(output: Path) -> None:
         folder.mkdir()
         prepared = _official_reader(frame, folder)[0, 0]
     print("official processed sizes:", sizes)
-    tensors = {"sizes": torch.tensor(sizes, dtype=torch.int64), "frame": frame,
-               "official.normalised": prepared[..., ::8]}
-    save_case(output, "preprocess", tensors, {"column_stride": 8, "frame_size": [20, 2100],
-                                              "processed_size": list(prepared.shape[-2:])})
+    tensors = {
+        "sizes": torch.tensor(sizes, dtype=torch.int64),
+        "frame": frame,
+        "official.normalised": prepared[..., ::8],
+    }
+    save_case(
+        output,
+        "preprocess",
+        tensors,
+        {"column_stride": 8, "frame_size": [20, 2100], "processed_size": list(prepared.shape[-2:])},
+    )
 
 
 def main() -> None:

@@ -63,8 +63,12 @@ class StagedFreezing(Callback):
         module: attribute path of the network inside the task.
     """
 
-    def __init__(self, trainable: Trainable = "all", stages: list[FreezeStage] | None = None,
-                 module: str = "predictor.denoiser.unet"):
+    def __init__(
+        self,
+        trainable: Trainable = "all",
+        stages: list[FreezeStage] | None = None,
+        module: str = "predictor.denoiser.unet",
+    ):
         stages = list(stages) if stages else [FreezeStage(trainable, 0)]
         stages = [s if isinstance(s, FreezeStage) else FreezeStage(**s) for s in stages]
         starts = [s.start_step for s in stages]

@@ -52,7 +52,13 @@ class DepthPredictionWriter(L.Callback):
         self.output_dir = output_dir
         self.overwrite = overwrite
         self.options = OutputOptions(
-            npz=npz, png16=png16, exr=exr, depth_video=depth_video, side_by_side=side_by_side, colormap=colormap, fps=fps
+            npz=npz,
+            png16=png16,
+            exr=exr,
+            depth_video=depth_video,
+            side_by_side=side_by_side,
+            colormap=colormap,
+            fps=fps,
         )
         self.progress = progress
         self.results: list[dict[str, Any]] = []
@@ -84,7 +90,12 @@ class DepthPredictionWriter(L.Callback):
         )
 
     def on_predict_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         if self._run is None:
@@ -120,8 +131,11 @@ class DepthPredictionWriter(L.Callback):
             name = "__".join(_safe(str(meta.get(k, "x"))) for k in ("dataset", "sequence"))
             disparity, video = outputs["disparity"][b], batch["video"][b]
             # Frames the strategy gives no prediction come back as NaN and get no output.
-            frames = ((i, d, v) for i, d, v in zip(outputs["frame_index"][b].tolist(), disparity[:, 0], video)
-                      if not bool(torch.isnan(d).all()))
+            frames = (
+                (i, d, v)
+                for i, d, v in zip(outputs["frame_index"][b].tolist(), disparity[:, 0], video)
+                if not bool(torch.isnan(d).all())
+            )
             shape = {"resolution": list(disparity.shape[-2:])}
             label = (meta.get("paths") or [f"{meta.get('dataset')}/{meta.get('sequence')}"])[0]
             self._write(name, label, lambda: (None, shape), frames, pl_module.predictor.strategy, pl_module)
@@ -193,7 +207,9 @@ def _safe(text: str) -> str:
 def _describe(strategy: Any) -> dict[str, Any] | None:
     if strategy is None:
         return None
-    params = {k: v for k, v in vars(strategy).items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+    params = {
+        k: v for k, v in vars(strategy).items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))
+    }
     params["window"] = strategy.window
     return {"class": type(strategy).__name__, **params}
 

@@ -36,7 +36,9 @@ class TestResultsWriter(L.Callback):
     def on_test_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._start = time.perf_counter()
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._seconds[dataloader_idx] = self._seconds.get(dataloader_idx, 0.0) + time.perf_counter() - self._start
         video = batch["video"]
         self._frames[dataloader_idx] = self._frames.get(dataloader_idx, 0) + video.shape[0] * video.shape[1]

@@ -127,7 +127,11 @@ class VideoDepthDataModule(L.LightningDataModule):
         self.predict_input = predict_input
         self.predict_glob = predict_glob
         self.video_options = dict(
-            max_size=max_size, size_multiple=size_multiple, stride=stride, max_frames=max_frames, start_frame=start_frame
+            max_size=max_size,
+            size_multiple=size_multiple,
+            stride=stride,
+            max_frames=max_frames,
+            start_frame=start_frame,
         )
 
     def dataset_names(self, split: str) -> list[str]:

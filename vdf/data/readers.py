@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["image_size", "read_exr", "read_hdf5", "read_npy", "read_png16", "read_rgb", "read_scaled_png",
-           "read_table"]
+__all__ = ["image_size", "read_exr", "read_hdf5", "read_npy", "read_png16", "read_rgb", "read_scaled_png", "read_table"]
 
 PathLike = str | os.PathLike
 
@@ -91,8 +90,10 @@ def read_scaled_png(path: PathLike, scale: float, check_range: bool = False) -> 
     """
     raw = read_png16(path)
     if check_range and raw.max() <= 255:
-        raise ValueError(f"{str(path)!r} has maximum value {raw.max()} <= 255; expected 16-bit depth values "
-                         "(the published extraction asserts max > 255)")
+        raise ValueError(
+            f"{str(path)!r} has maximum value {raw.max()} <= 255; expected 16-bit depth values "
+            "(the published extraction asserts max > 255)"
+        )
     depth = (raw.astype(np.float64) / scale).astype(np.float32)
     return np.where(raw > 0, depth, np.float32(0.0))
 

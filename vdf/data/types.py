@@ -9,15 +9,15 @@ import torch
 
 
 class SampleMeta(TypedDict, total=False):
-    dataset: str        # dataset name, e.g. "synthetic_world", "sintel"
-    sequence: str       # sequence name inside the dataset
-    paths: list[str]    # source files the sample was read from (empty for procedural data)
+    dataset: str  # dataset name, e.g. "synthetic_world", "sintel"
+    sequence: str  # sequence name inside the dataset
+    paths: list[str]  # source files the sample was read from (empty for procedural data)
 
 
 class _SampleRequired(TypedDict):
-    video: torch.Tensor        # float32 (T,3,H,W) in [0,1]
-    depth: torch.Tensor        # float32 (T,1,H,W) metres, 0 where unknown
-    valid: torch.Tensor        # bool    (T,1,H,W)
+    video: torch.Tensor  # float32 (T,3,H,W) in [0,1]
+    depth: torch.Tensor  # float32 (T,1,H,W) metres, 0 where unknown
+    valid: torch.Tensor  # bool    (T,1,H,W)
     frame_index: torch.Tensor  # int64   (T,) the frames' original numbers in their video (increasing)
     meta: SampleMeta
 
@@ -25,7 +25,7 @@ class _SampleRequired(TypedDict):
 class Sample(_SampleRequired, total=False):
     """One clip. Batches add a leading ``B`` to every tensor; ``meta`` becomes a list of dicts."""
 
-    intrinsics: torch.Tensor    # float32 (T,3,3) pinhole K in pixels of this (H,W)
+    intrinsics: torch.Tensor  # float32 (T,3,3) pinhole K in pixels of this (H,W)
     cam_to_world: torch.Tensor  # float32 (T,4,4) OpenCV convention (x right, y down, z forward)
 
 

@@ -40,8 +40,9 @@ class DiffusionObjective(ABC):
     context_level: float = 0.0
 
     @abstractmethod
-    def sample_levels(self, shape: tuple[int, ...], device: torch.device | str = "cpu",
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_levels(
+        self, shape: tuple[int, ...], device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Training noise levels of ``shape`` (``(B,)`` or ``(B,T)``)."""
 
     @abstractmethod
@@ -65,8 +66,9 @@ class DiffusionObjective(ABC):
         """``dx/ds`` of the probability-flow ODE at ``x``, given the network output."""
 
     @abstractmethod
-    def loss(self, out: torch.Tensor, x: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-             level: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, out: torch.Tensor, x: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, level: torch.Tensor
+    ) -> torch.Tensor:
         """Elementwise weighted training loss (same shape as the latents)."""
 
     @abstractmethod

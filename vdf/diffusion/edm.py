@@ -48,8 +48,9 @@ class LogNormalSigma:
         self.p_mean = p_mean
         self.p_std = p_std
 
-    def __call__(self, shape: tuple[int, ...], device: torch.device | str = "cpu",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, shape: tuple[int, ...], device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         normal = torch.randn(shape, generator=generator, device=device if generator is None else generator.device)
         return (self.p_mean + self.p_std * normal).exp().to(device)
 
@@ -71,8 +72,9 @@ class UnitWeighting:
         return torch.ones_like(sigma)
 
 
-def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0, rho: float = 7.0,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def karras_sigmas(
+    steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0, rho: float = 7.0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """``steps`` Karras σ from ``sigma_max`` down to ``sigma_min``, then a terminal 0 (float32).
 
     Computed in float64 and rounded once, as diffusers computes them in numpy.

@@ -54,8 +54,15 @@ class LogitNormalTime:
 logger = logging.getLogger(__name__)
 
 # Scheduler settings vdf's sampling does not implement: a config that turns one on is refused.
-_UNSUPPORTED = ("use_dynamic_shifting", "invert_sigmas", "shift_terminal", "use_karras_sigmas",
-                "use_exponential_sigmas", "use_beta_sigmas", "stochastic_sampling")
+_UNSUPPORTED = (
+    "use_dynamic_shifting",
+    "invert_sigmas",
+    "shift_terminal",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "stochastic_sampling",
+)
 
 
 def shift_levels(s: torch.Tensor, shift: float) -> torch.Tensor:
@@ -93,7 +100,10 @@ def read_scheduler_config(path: str | Path) -> dict | None:
     enabled = [key for key in _UNSUPPORTED if config.get(key)]
     if enabled:
         raise ValueError(f"{file} turns on {enabled}, which vdf's flow-matching sampling does not implement")
-    return {"shift": float(config.get("shift", 1.0)), "num_train_timesteps": int(config.get("num_train_timesteps", 1000))}
+    return {
+        "shift": float(config.get("shift", 1.0)),
+        "num_train_timesteps": int(config.get("num_train_timesteps", 1000)),
+    }
 
 
 class FlowMatching(DiffusionObjective):
@@ -124,8 +134,11 @@ class FlowMatching(DiffusionObjective):
         if scheduler_config is not None:
             found = read_scheduler_config(scheduler_config)
             if found is None:
-                logger.info("no scheduler config at %s: flow-matching shift %s from the arguments",
-                            scheduler_config_path(scheduler_config), shift)
+                logger.info(
+                    "no scheduler config at %s: flow-matching shift %s from the arguments",
+                    scheduler_config_path(scheduler_config),
+                    shift,
+                )
             else:
                 logger.info("flow-matching settings %s from %s", found, scheduler_config_path(scheduler_config))
                 shift, num_train_timesteps = found["shift"], found["num_train_timesteps"]

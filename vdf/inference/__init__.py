@@ -8,5 +8,13 @@ from vdf.inference.segment_stitching import SegmentStitching
 from vdf.inference.sliding_context import SlidingWindowContext
 from vdf.inference.streaming import Streaming
 
-__all__ = ["ClipModel", "IndependentWindows", "KeyframeInterpolation", "LongVideoStrategy", "PerFrame",
-           "SegmentStitching", "SlidingWindowContext", "Streaming"]
+__all__ = [
+    "ClipModel",
+    "IndependentWindows",
+    "KeyframeInterpolation",
+    "LongVideoStrategy",
+    "PerFrame",
+    "SegmentStitching",
+    "SlidingWindowContext",
+    "Streaming",
+]

@@ -43,9 +43,16 @@ class LatentDiffusionModel(Protocol):
 
     def condition(self, video: torch.Tensor, generator: torch.Generator | None = None) -> Any: ...
 
-    def denoise(self, cond: Any, x: torch.Tensor, fixed: torch.Tensor | None = None,
-                fixed_latents: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                extra: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor: ...
+    def denoise(
+        self,
+        cond: Any,
+        x: torch.Tensor,
+        fixed: torch.Tensor | None = None,
+        fixed_latents: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+        steps: int | None = None,
+    ) -> torch.Tensor: ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 

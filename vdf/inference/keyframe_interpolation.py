@@ -192,7 +192,9 @@ class KeyframeInterpolation(LongVideoStrategy):
         return interpolator
 
     @staticmethod
-    def _emit(decoders: list[LatentDecoder], latents: list[torch.Tensor], final: bool = False) -> Iterator[torch.Tensor]:
+    def _emit(
+        decoders: list[LatentDecoder], latents: list[torch.Tensor], final: bool = False
+    ) -> Iterator[torch.Tensor]:
         outs = [list(decoder.push(lat, final=final)) for decoder, lat in zip(decoders, latents)]
         for frames in zip(*outs):
             yield ensemble_median(list(frames))
@@ -208,8 +210,9 @@ class KeyframeInterpolation(LongVideoStrategy):
             out.append(model.denoise(cond, x, fixed, given, position_ids=pos, steps=self.steps)[0])
         return out
 
-    def _window(self, model, interp, frames: list[torch.Tensor], ends: list[tuple[torch.Tensor, torch.Tensor]],
-                generators) -> list[torch.Tensor]:
+    def _window(
+        self, model, interp, frames: list[torch.Tensor], ends: list[tuple[torch.Tensor, torch.Tensor]], generators
+    ) -> list[torch.Tensor]:
         """One window between two keyframes -> its middle latents ``(len - 2, 4, h, w)`` per member."""
         length = len(frames)
         window_model = interp if interp is not None else model
@@ -223,7 +226,9 @@ class KeyframeInterpolation(LongVideoStrategy):
             keys = torch.zeros_like(x)
             keys[0, 0], keys[0, -1] = first, last
             if interp is not None:
-                out = interp.denoise(cond, x, position_ids=positions, extra=keyframe_extra(keys, mask), steps=self.steps)
+                out = interp.denoise(
+                    cond, x, position_ids=positions, extra=keyframe_extra(keys, mask), steps=self.steps
+                )
             else:
                 out = model.denoise(cond, x, mask, keys, position_ids=positions, steps=self.steps)
             kept.append(out[0, 1:-1])
@@ -259,8 +264,11 @@ class KeyframeInterpolation(LongVideoStrategy):
             by_sorted = self._keyframe_pass(model, cond, order, generators)
             key_latents = [lat[origin.to(lat.device)] for lat in by_sorted]  # in `keys` order
             if self.fill_dropped_frames:
-                yield from self._emit([LatentDecoder(model, 1, False, None) for _ in generators],
-                                      [lat[:1] for lat in key_latents], final=True)
+                yield from self._emit(
+                    [LatentDecoder(model, 1, False, None) for _ in generators],
+                    [lat[:1] for lat in key_latents],
+                    final=True,
+                )
             else:
                 yield None  # frame 0 (keys[0] + 1 == 1: the only frame before the first output)
 
@@ -269,8 +277,7 @@ class KeyframeInterpolation(LongVideoStrategy):
             previous: list[torch.Tensor] | None = None
             for j in range(0, len(keys), 2):
                 s, e = keys[j], keys[j + 1]
-                kept = self._window(model, interp, head[s : e + 1], [(k[j], k[j + 1]) for k in key_latents],
-                                    generators)
+                kept = self._window(model, interp, head[s : e + 1], [(k[j], k[j + 1]) for k in key_latents], generators)
                 if previous is not None:
                     r = torch.linspace(0, 1, blend, device=kept[0].device).view(blend, 1, 1, 1)
                     done = []
@@ -303,8 +310,9 @@ class KeyframeInterpolation(LongVideoStrategy):
         del head
         yield from self._tail(model, interp, frames, buffer, first_held, known, known_cond, generators, **tail)
 
-    def _tail(self, model, interp, frames, buffer, base, known, known_cond, generators, out_start, pending,
-              covered_end) -> Iterator[torch.Tensor]:
+    def _tail(
+        self, model, interp, frames, buffer, base, known, known_cond, generators, out_start, pending, covered_end
+    ) -> Iterator[torch.Tensor]:
         """vdf's extension past the official layout: frames ``out_start`` to the end of the video.
 
         ``pending`` holds, per member, latents of frames ``[out_start, ...)`` not yet final;
@@ -374,8 +382,13 @@ class KeyframeInterpolation(LongVideoStrategy):
             # Windows; kept latents cut to frames not yet final, blended with what is pending.
             for s in chosen:
                 e = s + length - 1
-                kept = self._window(model, interp, buffer[s - base : e + 1 - base],
-                                    [(known[m][s], known[m][e]) for m in range(len(generators))], generators)
+                kept = self._window(
+                    model,
+                    interp,
+                    buffer[s - base : e + 1 - base],
+                    [(known[m][s], known[m][e]) for m in range(len(generators))],
+                    generators,
+                )
                 kept_start = s + 1
                 cut = max(out_start - kept_start, 0)
                 kept, kept_start = [k[cut:] for k in kept], kept_start + cut

@@ -48,7 +48,7 @@ def tmp_base(name: str) -> str | None:
     match = _TMP_SUFFIX.search(name)
     if not name.startswith(".") or match is None:
         return None
-    return name[1:match.start()]
+    return name[1 : match.start()]
 
 
 def fsync_file(path: str | os.PathLike) -> None:

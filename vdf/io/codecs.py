@@ -16,8 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = ["VIDEO_CODECS", "ImageEncoder", "encoder_available", "pad_even", "video_codec", "video_rate",
-           "write_mp4"]
+__all__ = ["VIDEO_CODECS", "ImageEncoder", "encoder_available", "pad_even", "video_codec", "video_rate", "write_mp4"]
 
 VIDEO_CODECS: tuple[str, ...] = ("libx264", "mpeg4")
 """Video encoders in order of preference."""
@@ -53,8 +52,9 @@ def pad_even(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], height: int, width: int, fps: float,
-              codec: str | None = None) -> dict[str, Any]:
+def write_mp4(
+    path: str | os.PathLike, frames: Iterable[np.ndarray], height: int, width: int, fps: float, codec: str | None = None
+) -> dict[str, Any]:
     """Encode ``(height, width, 3)`` uint8 RGB frames, consumed one at a time, into an mp4 at ``path``.
 
     Args:

@@ -31,14 +31,16 @@ def lookup_table(colormap: str) -> np.ndarray:
     try:
         cmap = matplotlib.colormaps[colormap]
     except KeyError:
-        raise ValueError(f"unknown colormap {colormap!r}; use a matplotlib name such as "
-                         "'Spectral_r', 'turbo' or 'inferno'") from None
+        raise ValueError(
+            f"unknown colormap {colormap!r}; use a matplotlib name such as 'Spectral_r', 'turbo' or 'inferno'"
+        ) from None
     lut = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
     return np.round(lut * 255).astype(np.uint8)
 
 
-def colorize_disparity(disparity: np.ndarray | torch.Tensor, lo: float, hi: float,
-                       colormap: str = "Spectral_r") -> np.ndarray:
+def colorize_disparity(
+    disparity: np.ndarray | torch.Tensor, lo: float, hi: float, colormap: str = "Spectral_r"
+) -> np.ndarray:
     """Colour a disparity map: ``(H,W)`` float -> ``(H,W,3)`` uint8 RGB.
 
     ``lo`` maps to the first colour of ``colormap``, ``hi`` to the last (256 levels), values outside
@@ -68,7 +70,6 @@ def robust_range(disparity: Any) -> tuple[float, float]:
     frames = np.unique(np.linspace(0, T - 1, min(T, _RANGE_FRAMES)).round().astype(np.int64))
     per_frame = max(1, _RANGE_VALUES // len(frames))
     stride = max(1, math.ceil(math.sqrt(H * W / per_frame)))
-    sample = np.concatenate([np.asarray(disparity[t, ::stride, ::stride], dtype=np.float64).ravel()
-                             for t in frames])
+    sample = np.concatenate([np.asarray(disparity[t, ::stride, ::stride], dtype=np.float64).ravel() for t in frames])
     lo, hi = np.percentile(sample, DEPTH_VIDEO_PERCENTILES)
     return float(lo), float(hi)

@@ -52,8 +52,16 @@ from vdf.io.codecs import ImageEncoder, encoder_available, video_codec, write_mp
 from vdf.io.colour import DEPTH_VIDEO_PERCENTILES, colorize_disparity, lookup_table, robust_range
 from vdf.io.manifest import RUN_MANIFEST_NAME
 
-__all__ = ["FLOAT16_MAX", "OUTPUT_KINDS", "PNG16_MAX", "DepthVideoWriter", "OutputOptions", "clean_partial",
-           "output_names", "outputs_complete"]
+__all__ = [
+    "FLOAT16_MAX",
+    "OUTPUT_KINDS",
+    "PNG16_MAX",
+    "DepthVideoWriter",
+    "OutputOptions",
+    "clean_partial",
+    "output_names",
+    "outputs_complete",
+]
 
 OUTPUT_KINDS = ("npz", "png16", "exr", "depth_video", "side_by_side")
 PNG16_MAX = 65535
@@ -175,7 +183,7 @@ def _write_npz(path: Path, disparity: np.ndarray, frame_index: np.ndarray, key: 
         with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_1_0(f, header)
             for start in range(0, T, step):
-                chunk = np.ascontiguousarray(disparity[start:start + step], dtype="<f2")
+                chunk = np.ascontiguousarray(disparity[start : start + step], dtype="<f2")
                 f.write(memoryview(chunk.reshape(-1).view(np.uint8)))
                 del chunk  # else the next chunk is allocated while this one is still alive
         with zf.open("frame_index.npy", "w", force_zip64=True) as f:
@@ -233,8 +241,14 @@ class DepthVideoWriter:
             and the colourised videos draw near red either way.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, name: str, options: OutputOptions | None = None,
-                 fps: float | None = None, space: str = "disparity"):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        name: str,
+        options: OutputOptions | None = None,
+        fps: float | None = None,
+        space: str = "disparity",
+    ):
         _check_name(name)
         if space not in ("disparity", "depth"):
             raise ValueError(f"space must be 'disparity' or 'depth', got {space!r}")
@@ -253,8 +267,10 @@ class DepthVideoWriter:
             self._video_codec = video_codec()
         for kind, codec in (("png16", "png"), ("exr", "exr")):
             if getattr(self.options, kind) and not encoder_available(codec):
-                raise RuntimeError(f"{kind} output requested, but this PyAV / FFmpeg build has no {codec!r} "
-                                   "encoder; turn the option off or install a PyAV wheel built with it")
+                raise RuntimeError(
+                    f"{kind} output requested, but this PyAV / FFmpeg build has no {codec!r} "
+                    "encoder; turn the option off or install a PyAV wheel built with it"
+                )
 
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,8 +293,9 @@ class DepthVideoWriter:
     def num_frames(self) -> int:
         return len(self._frame_index)
 
-    def add(self, frame_index: int, disparity: torch.Tensor | np.ndarray,
-            rgb: torch.Tensor | np.ndarray | None = None) -> None:
+    def add(
+        self, frame_index: int, disparity: torch.Tensor | np.ndarray, rgb: torch.Tensor | np.ndarray | None = None
+    ) -> None:
         """Append one frame.
 
         Args:
@@ -299,17 +316,22 @@ class DepthVideoWriter:
             raise ValueError(f"{self.name}: frame {index} has size {d.shape}, earlier frames {self._shape}")
         if index < 0 or (self._frame_index and index <= self._frame_index[-1]):
             previous = self._frame_index[-1] if self._frame_index else None
-            raise ValueError(f"{self.name}: frame_index must be non-negative and strictly increasing, "
-                             f"got {index} after {previous}")
+            raise ValueError(
+                f"{self.name}: frame_index must be non-negative and strictly increasing, got {index} after {previous}"
+            )
         finite = np.isfinite(d)
         if not finite.all():
             bad = d[~finite]
-            raise ValueError(f"{self.name}: disparity of frame {index} has {int(np.isnan(bad).sum())} NaN and "
-                             f"{int(np.isinf(bad).sum())} infinite values")
+            raise ValueError(
+                f"{self.name}: disparity of frame {index} has {int(np.isnan(bad).sum())} NaN and "
+                f"{int(np.isinf(bad).sum())} infinite values"
+            )
         lo, hi = float(d.min()), float(d.max())
         if self.options.npz and max(-lo, hi) > FLOAT16_MAX:
-            raise ValueError(f"{self.name}: disparity of frame {index} reaches {max(-lo, hi):g}, beyond float16 "
-                             f"({FLOAT16_MAX:g}) used by the npz output; rescale the prediction or turn npz off")
+            raise ValueError(
+                f"{self.name}: disparity of frame {index} reaches {max(-lo, hi):g}, beyond float16 "
+                f"({FLOAT16_MAX:g}) used by the npz output; rescale the prediction or turn npz off"
+            )
         image = None
         if self.options.side_by_side:
             if rgb is None:
@@ -390,8 +412,11 @@ class DepthVideoWriter:
             span = self._max - self._min
             scale = PNG16_MAX / span if span > 0 else 0.0
             normalisation["png16"] = {
-                "min": self._min, "max": self._max, "levels": PNG16_MAX,
-                "to_disparity": "disparity = min + value / 65535 * (max - min)"}
+                "min": self._min,
+                "max": self._max,
+                "levels": PNG16_MAX,
+                "to_disparity": "disparity = min + value / 65535 * (max - min)",
+            }
 
             def quantise(d: np.ndarray) -> np.ndarray:
                 q = np.rint((d.astype(np.float64) - self._min) * scale)
@@ -399,21 +424,35 @@ class DepthVideoWriter:
 
             self._write_frames(temp_for("png16"), ".png", disparity, frame_index, "png", "gray16be", quantise)
         if self.options.exr:
-            self._write_frames(temp_for("exr"), ".exr", disparity, frame_index, "exr", "grayf32le",
-                               lambda d: np.asarray(d, dtype=np.float32), {"compression": "zip16"})
+            self._write_frames(
+                temp_for("exr"),
+                ".exr",
+                disparity,
+                frame_index,
+                "exr",
+                "grayf32le",
+                lambda d: np.asarray(d, dtype=np.float32),
+                {"compression": "zip16"},
+            )
         if self._colour:
             lo, hi = robust_range(disparity)
             normalisation["colour"] = {
-                "lo": lo, "hi": hi, "method": "percentiles 2 and 98 of a subsample of the video",
-                "percentiles": list(DEPTH_VIDEO_PERCENTILES), "colormap": self.options.colormap}
+                "lo": lo,
+                "hi": hi,
+                "method": "percentiles 2 and 98 of a subsample of the video",
+                "percentiles": list(DEPTH_VIDEO_PERCENTILES),
+                "colormap": self.options.colormap,
+            }
             cmap = self.options.colormap
             if self.space == "depth":
                 # Depth grows with distance: colour its negation so that near is drawn alike.
                 def colour(t: int) -> np.ndarray:
                     return colorize_disparity(-np.asarray(disparity[t]), -hi, -lo, cmap)
             else:
+
                 def colour(t: int) -> np.ndarray:
                     return colorize_disparity(disparity[t], lo, hi, cmap)
+
             if self.options.depth_video:
                 frames = (colour(t) for t in range(T))
                 details["depth_video"] = self._write_video(temp_for("depth_video"), frames, H, W)
@@ -422,9 +461,14 @@ class DepthVideoWriter:
                 details["side_by_side"] = self._write_video(temp_for("side_by_side"), frames, H, 2 * W)
         return written, normalisation, details
 
-    def _publish(self, written: list[tuple[str, Path]], normalisation: dict[str, Any],
-                 details: dict[str, dict[str, Any]], frame_index: np.ndarray,
-                 manifest: dict[str, Any]) -> dict[str, str]:
+    def _publish(
+        self,
+        written: list[tuple[str, Path]],
+        normalisation: dict[str, Any],
+        details: dict[str, dict[str, Any]],
+        frame_index: np.ndarray,
+        manifest: dict[str, Any],
+    ) -> dict[str, str]:
         """Move the outputs into place, then write the manifest that marks them complete."""
         T, (H, W) = len(frame_index), self._shape
         names = output_names(self.name)
@@ -455,29 +499,39 @@ class DepthVideoWriter:
         fsync_dir(self.out_dir)
         self._remove_raw()
 
-        manifest.update({
-            "format_version": _FORMAT_VERSION,
-            "name": self.name,
-            "frames": T,
-            "height": H,
-            "width": W,
-            "fps": self.fps,
-            "frame_index_range": [int(frame_index[0]), int(frame_index[-1])],
-            "space": self.space,
-            "disparity_range": {"min": self._min, "max": self._max},
-            "normalisation": normalisation,
-            "options": asdict(self.options),
-            "outputs": outputs,
-        })
+        manifest.update(
+            {
+                "format_version": _FORMAT_VERSION,
+                "name": self.name,
+                "frames": T,
+                "height": H,
+                "width": W,
+                "fps": self.fps,
+                "frame_index_range": [int(frame_index[0]), int(frame_index[-1])],
+                "space": self.space,
+                "disparity_range": {"min": self._min, "max": self._max},
+                "normalisation": normalisation,
+                "options": asdict(self.options),
+                "outputs": outputs,
+            }
+        )
         write_json_atomic(manifest_path, manifest)
         self._state = "finished"
         paths = {kind: str(self.out_dir / names[kind]) for kind, _ in written}
         paths["manifest"] = str(manifest_path)
         return paths
 
-    def _write_frames(self, folder: Path, suffix: str, disparity: np.ndarray, frame_index: np.ndarray,
-                      codec: str, pix_fmt: str, convert: Callable[[np.ndarray], np.ndarray],
-                      options: dict[str, str] | None = None) -> None:
+    def _write_frames(
+        self,
+        folder: Path,
+        suffix: str,
+        disparity: np.ndarray,
+        frame_index: np.ndarray,
+        codec: str,
+        pix_fmt: str,
+        convert: Callable[[np.ndarray], np.ndarray],
+        options: dict[str, str] | None = None,
+    ) -> None:
         """One image per frame, ``<frame_index:06d><suffix>``, into ``folder`` (renamed as a whole later)."""
         folder.mkdir()
         T, H, W = disparity.shape
@@ -520,8 +574,7 @@ class DepthVideoWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._state == "open":
             if exc_type is None:
-                warnings.warn(f"{self.name}: DepthVideoWriter left without finish(); nothing was written",
-                              stacklevel=2)
+                warnings.warn(f"{self.name}: DepthVideoWriter left without finish(); nothing was written", stacklevel=2)
             self.abort()
 
     def __del__(self) -> None:

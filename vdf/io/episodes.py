@@ -31,8 +31,9 @@ _WRITE_CHUNK = 32  # frames rendered and encoded at a time by write_episodes
 _GT_KEYS = ("depth", "valid", "frame_index", "intrinsics", "cam_to_world")
 
 
-def write_episodes(dataset: VideoDepthDataset, out_dir: str | os.PathLike,
-                   indices: Sequence[int] | None = None, fps: int = 10) -> list[Path]:
+def write_episodes(
+    dataset: VideoDepthDataset, out_dir: str | os.PathLike, indices: Sequence[int] | None = None, fps: int = 10
+) -> list[Path]:
     """Write episodes as ``<out_dir>/<sequence>.mp4`` plus ``<out_dir>/<sequence>_gt.npz``.
 
     For ``SyntheticWorld`` the sequence name is ``episode_XXXXX``. Video: `vdf.io.codecs.write_mp4`

@@ -45,8 +45,9 @@ class RunManifest:
         autosave: save after every ``add_result``, so a killed run still leaves an up-to-date record.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, info: dict[str, Any] | None = None, resume: bool = True,
-                 autosave: bool = True):
+    def __init__(
+        self, out_dir: str | os.PathLike, info: dict[str, Any] | None = None, resume: bool = True, autosave: bool = True
+    ):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / RUN_MANIFEST_NAME
         self.info: dict[str, Any] = dict(info or {})
@@ -86,8 +87,14 @@ class RunManifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The file's content (see the class docstring)."""
-        return {"format_version": 1, "created": self.created, "updated": _now(), **self.info,
-                "counts": self.counts, "videos": list(self.videos.values())}
+        return {
+            "format_version": 1,
+            "created": self.created,
+            "updated": _now(),
+            **self.info,
+            "counts": self.counts,
+            "videos": list(self.videos.values()),
+        }
 
     def save(self) -> Path:
         """Write ``manifest.json`` atomically; returns its path."""

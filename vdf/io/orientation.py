@@ -92,8 +92,10 @@ def frame_orientation(frame: av.VideoFrame, metadata: Mapping[str, str]) -> tupl
         rotation, mirrored, exact = orientation_from_display_matrix(matrix)
         note = None
         if not exact:
-            note = (f"the display matrix rotates by {frame.rotation} degrees, not a multiple of 90; "
-                    f"using the nearest right angle ({rotation} degrees)")
+            note = (
+                f"the display matrix rotates by {frame.rotation} degrees, not a multiple of 90; "
+                f"using the nearest right angle ({rotation} degrees)"
+            )
         return rotation, mirrored, note
     tag = metadata.get("rotate")
     if tag:

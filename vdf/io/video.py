@@ -134,8 +134,10 @@ def _open_failure_reason(path: Path, err: BaseException) -> str:
     except OSError:
         boxes = []
     if boxes[:1] == [b"ftyp"] and b"moov" not in boxes:
-        return ("truncated or incomplete MP4/MOV: it has no 'moov' index box (the file was probably "
-                f"cut short while recording or copying; FFmpeg: {_ffmpeg_message(err)})")
+        return (
+            "truncated or incomplete MP4/MOV: it has no 'moov' index box (the file was probably "
+            f"cut short while recording or copying; FFmpeg: {_ffmpeg_message(err)})"
+        )
     return f"not a video FFmpeg can read ({_ffmpeg_message(err)})"
 
 
@@ -255,9 +257,11 @@ class VideoSource:
         self._stream_index = 0
 
     def __repr__(self) -> str:
-        return (f"VideoSource({str(self.path)!r}, name={self.name!r}, max_size={self.max_size}, "
-                f"size_multiple={self.size_multiple}, stride={self.stride}, max_frames={self.max_frames}, "
-                f"start_frame={self.start_frame})")
+        return (
+            f"VideoSource({str(self.path)!r}, name={self.name!r}, max_size={self.max_size}, "
+            f"size_multiple={self.size_multiple}, stride={self.stride}, max_frames={self.max_frames}, "
+            f"start_frame={self.start_frame})"
+        )
 
     # ---- metadata
 
@@ -279,9 +283,19 @@ class VideoSource:
 
     def _make_info(self, kind, width, height, num_frames, fps, pix_fmt) -> VideoInfo:
         out_w, out_h = output_size(width, height, self.max_size, self.size_multiple)
-        return VideoInfo(path=self.path, name=self.name, kind=kind, width=width, height=height,
-                         out_width=out_w, out_height=out_h, num_frames=num_frames, fps=fps,
-                         rotation=self._rotation, pix_fmt=pix_fmt)
+        return VideoInfo(
+            path=self.path,
+            name=self.name,
+            kind=kind,
+            width=width,
+            height=height,
+            out_width=out_w,
+            out_height=out_h,
+            num_frames=num_frames,
+            fps=fps,
+            rotation=self._rotation,
+            pix_fmt=pix_fmt,
+        )
 
     def _probe_video(self) -> VideoInfo:
         _check_file(self.path)
@@ -317,8 +331,11 @@ class VideoSource:
     def _probe_images(self) -> VideoInfo:
         images = image_files(self.path)
         if not images:
-            raise VideoInputError(self.path, "folder holds no images (.png/.jpg/.jpeg) and is not a video "
-                                             "(use find_inputs() to scan a folder of videos)")
+            raise VideoInputError(
+                self.path,
+                "folder holds no images (.png/.jpg/.jpeg) and is not a video "
+                "(use find_inputs() to scan a folder of videos)",
+            )
         frame, rotation, mirrored = self._decode_image(images[0], 0)
         self._rotation, self._mirrored = rotation, mirrored
         h, w = frame.height, frame.width
@@ -341,8 +358,10 @@ class VideoSource:
     def __len__(self) -> int:
         count = self.num_frames
         if count is None:
-            raise TypeError(f"{self.path}: the number of frames is unknown (the container declares no "
-                            "frame count or duration); use num_frames, which may be None")
+            raise TypeError(
+                f"{self.path}: the number of frames is unknown (the container declares no "
+                "frame count or duration); use num_frames, which may be None"
+            )
         return count
 
     # ---- frames
@@ -386,8 +405,9 @@ class VideoSource:
                 except av.FFmpegError as err:
                     of = f" of {self._declared_frames}" if self._declared_frames else ""
                     raise VideoInputError(
-                        self.path, f"truncated or corrupt: decoding stopped at frame {index + 1}{of} "
-                                   f"({_ffmpeg_message(err)})") from err
+                        self.path,
+                        f"truncated or corrupt: decoding stopped at frame {index + 1}{of} ({_ffmpeg_message(err)})",
+                    ) from err
                 index += 1
                 if frame.time is not None:
                     last_end = frame.time + float((frame.duration or 0) * (frame.time_base or 0))
@@ -415,8 +435,11 @@ class VideoSource:
             estimate = self._info.num_frames if self._info is not None else None
             if estimate and decoded < 0.9 * estimate - 1:
                 # Only a duration-based estimate: too weak to fail on, worth a word.
-                warnings.warn(f"{self.path}: decoded {decoded} frames but the duration suggests about "
-                              f"{estimate}; the file may be truncated", stacklevel=4)
+                warnings.warn(
+                    f"{self.path}: decoded {decoded} frames but the duration suggests about "
+                    f"{estimate}; the file may be truncated",
+                    stacklevel=4,
+                )
             return
         if decoded >= declared:
             return
@@ -425,8 +448,9 @@ class VideoSource:
         if end is not None and last_end is not None and fps:
             if last_end >= end - 1.5 / fps:
                 return
-        raise VideoInputError(self.path, f"truncated: decoding stopped at frame {decoded} of {declared} "
-                                         "declared by the container")
+        raise VideoInputError(
+            self.path, f"truncated: decoding stopped at frame {decoded} of {declared} declared by the container"
+        )
 
     def _decode_image(self, image_path: Path, index: int) -> tuple[av.VideoFrame, int, bool]:
         where = f"frame {index} of image sequence '{self.path.name}'"
@@ -458,8 +482,10 @@ class VideoSource:
             h, w = (frame.width, frame.height) if rotation in (90, 270) else (frame.height, frame.width)
             if (w, h) != (info.width, info.height):
                 raise VideoInputError(
-                    image_path, f"frame {index} of image sequence '{self.path.name}' is {w}x{h} but the "
-                                f"first frame is {info.width}x{info.height} (all frames must share a size)")
+                    image_path,
+                    f"frame {index} of image sequence '{self.path.name}' is {w}x{h} but the "
+                    f"first frame is {info.width}x{info.height} (all frames must share a size)",
+                )
             image = _frame_to_tensor(frame, rotation, mirrored, out_hw)
             del frame
             yield index, image

@@ -20,8 +20,9 @@ _T_MIN, _T_MAX, _N_T = 1.05, 1.25, 10
 _DEPTH_FLOOR = 1e-6  # Depth Pro clips depth here before inverting
 
 
-def boundary_thresholds(dtype: torch.dtype = torch.float64,
-                        device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def boundary_thresholds(
+    dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(thresholds, weights)``, both ``(10,)``: ``linspace(1.05, 1.25, 10)`` and ``t / Σt``."""
     t = torch.linspace(_T_MIN, _T_MAX, _N_T, dtype=dtype, device=device)
     return t, t / t.sum()
@@ -64,8 +65,7 @@ def boundary_f1(pred: Any, gt: Any) -> float:
     if g.ndim == 3 and g.shape[0] == 1:
         g = g[0]
     if p.ndim != 2 or p.shape != g.shape:
-        raise ValueError(f"boundary_f1 expects two (H,W) maps of equal size, got {tuple(p.shape)} "
-                         f"and {tuple(g.shape)}")
+        raise ValueError(f"boundary_f1 expects two (H,W) maps of equal size, got {tuple(p.shape)} and {tuple(g.shape)}")
     check_finite(p, "pred")
     if bool(torch.isnan(g).any()):
         raise ValueError("gt contains NaN; replace invalid pixels with a depth (e.g. max_depth) first")

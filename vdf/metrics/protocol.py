@@ -98,8 +98,10 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
-        raise ValueError(f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf); "
-                         "a prediction must be finite everywhere to be scored")
+        raise ValueError(
+            f"{name} contains non-finite values ({n_nan} NaN, {n_inf} inf); "
+            "a prediction must be finite everywhere to be scored"
+        )
 
 
 def check_max_depth(max_depth: float) -> float:
@@ -120,8 +122,7 @@ def resize_prediction(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     """
     if tuple(pred.shape[-2:]) == tuple(size):
         return pred
-    return F.interpolate(pred.to(torch.float64)[:, None], size=tuple(size), mode="bilinear",
-                         align_corners=False)[:, 0]
+    return F.interpolate(pred.to(torch.float64)[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
 def _prepare(pred_disparity: Any, gt_depth: Any, max_depth: float, valid: Any | None):
@@ -194,8 +195,9 @@ def _lstsq_affine(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return float(scale / c), float(shift)
 
 
-def align_disparity(pred_disparity: Any, gt_depth: Any, max_depth: float,
-                    valid: Any | None = None) -> tuple[float, float]:
+def align_disparity(
+    pred_disparity: Any, gt_depth: Any, max_depth: float, valid: Any | None = None
+) -> tuple[float, float]:
     """The protocol's single least-squares fit for one sequence.
 
     Args:
@@ -217,7 +219,8 @@ def align_disparity(pred_disparity: Any, gt_depth: Any, max_depth: float,
     if not bool(mask.any()):
         raise NoValidPixelsError(
             f"no valid ground-truth pixel in the sequence (need {EPS_CLIP} < gt < {max_depth} "
-            "and valid=True); cannot align the prediction")
+            "and valid=True); cannot align the prediction"
+        )
     return _lstsq_affine(pred[mask], 1.0 / (gt[mask] + _GT_INV_EPS))
 
 
@@ -226,8 +229,7 @@ def _apply_alignment(pred_clipped: torch.Tensor, scale: float, shift: float, max
     return (1.0 / aligned).clamp(EPS_CLIP, max_depth)
 
 
-def aligned_depth(pred_disparity: Any, gt_depth: Any, max_depth: float,
-                  valid: Any | None = None) -> torch.Tensor:
+def aligned_depth(pred_disparity: Any, gt_depth: Any, max_depth: float, valid: Any | None = None) -> torch.Tensor:
     """Prediction turned into metric depth with the protocol's alignment, for every pixel.
 
     Args: as :func:`align_disparity`.
@@ -240,7 +242,8 @@ def aligned_depth(pred_disparity: Any, gt_depth: Any, max_depth: float,
     if not bool(mask.any()):
         raise NoValidPixelsError(
             f"no valid ground-truth pixel in the sequence (need {EPS_CLIP} < gt < {max_depth} "
-            "and valid=True); cannot align the prediction")
+            "and valid=True); cannot align the prediction"
+        )
     scale, shift = _lstsq_affine(pred[mask], 1.0 / (gt[mask] + _GT_INV_EPS))
     return _apply_alignment(pred, scale, shift, max_depth)
 
@@ -257,8 +260,9 @@ def _to_metric(pred: torch.Tensor, scale: float, shift: float, max_depth: float,
     return (scale * pred + shift).clamp(EPS_CLIP, max_depth)
 
 
-def _align(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, max_depth: float, pred_space: str,
-           align_space: str) -> tuple[torch.Tensor, float, float]:
+def _align(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, max_depth: float, pred_space: str, align_space: str
+) -> tuple[torch.Tensor, float, float]:
     """Metric depth of ``pred`` (clipped at 1e-3) and the fit made in ``align_space`` (see the module doc)."""
     scale, shift = _fit(pred, gt, mask, pred_space)
     depth = _to_metric(pred, scale, shift, max_depth, pred_space)
@@ -289,10 +293,19 @@ def frame_metrics(depth: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> 
     return {"abs_rel": abs_rel, "delta1": delta1, "rmse": rmse, "num_valid": n}
 
 
-def evaluate_sequence(pred_disparity: Any, gt_depth: Any, max_depth: float, valid: Any | None = None, *,
-                      intrinsics: Any | None = None, cam_to_world: Any | None = None,
-                      tae_mask: Any | None = None, boundary: bool = False, pred_space: str = "disparity",
-                      align_space: str = "disparity") -> dict[str, float]:
+def evaluate_sequence(
+    pred_disparity: Any,
+    gt_depth: Any,
+    max_depth: float,
+    valid: Any | None = None,
+    *,
+    intrinsics: Any | None = None,
+    cam_to_world: Any | None = None,
+    tae_mask: Any | None = None,
+    boundary: bool = False,
+    pred_space: str = "disparity",
+    align_space: str = "disparity",
+) -> dict[str, float]:
     """Score one sequence with the DepthCrafter / VDA protocol.
 
     Args:
@@ -329,7 +342,8 @@ def evaluate_sequence(pred_disparity: Any, gt_depth: Any, max_depth: float, vali
     if not bool(mask.any()):
         raise NoValidPixelsError(
             f"no frame of the sequence has a valid ground-truth pixel (need {EPS_CLIP} < gt < "
-            f"{max_depth} and valid=True); the sequence cannot be scored")
+            f"{max_depth} and valid=True); the sequence cannot be scored"
+        )
     depth, scale, shift = _align(pred, gt, mask, max_depth, pred_space, align_space)
 
     keep = mask.any(dim=(-1, -2))

@@ -21,9 +21,14 @@ from .protocol import as_bool, as_float64, check_finite, squeeze_channel
 __all__ = ["reprojection_abs_rel", "temporal_alignment_error"]
 
 
-def reprojection_abs_rel(depth_src: torch.Tensor, depth_dst: torch.Tensor, rotation: torch.Tensor,
-                         translation: torch.Tensor, intrinsics: torch.Tensor,
-                         mask_dst: torch.Tensor | None = None) -> float:
+def reprojection_abs_rel(
+    depth_src: torch.Tensor,
+    depth_dst: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    intrinsics: torch.Tensor,
+    mask_dst: torch.Tensor | None = None,
+) -> float:
     """VDA's ``tae_torch``: AbsRel of ``depth_src`` warped into the destination view vs ``depth_dst``.
 
     Args:
@@ -48,8 +53,7 @@ def reprojection_abs_rel(depth_src: torch.Tensor, depth_dst: torch.Tensor, rotat
     h, w = depth_src.shape
     dev, dt = depth_src.device, torch.float64
     fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
-    ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=dt), torch.arange(w, device=dev, dtype=dt),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=dt), torch.arange(w, device=dev, dtype=dt), indexing="ij")
     z = depth_src
     pts = torch.stack(((xs - cx) * z / fx, (ys - cy) * z / fy, z), dim=-1).reshape(-1, 3)
     pts = pts @ rotation.T + translation
@@ -120,8 +124,6 @@ def temporal_alignment_error(depth: Any, intrinsics: Any, cam_to_world: Any, mas
     for i in range(n - 1):
         fwd = world_to_cam[i + 1] @ poses[i]  # camera i -> camera i+1
         bwd = torch.linalg.inv(fwd)
-        total += reprojection_abs_rel(d[i], d[i + 1], fwd[:3, :3], fwd[:3, 3], k[i],
-                                      None if m is None else m[i + 1])
-        total += reprojection_abs_rel(d[i + 1], d[i], bwd[:3, :3], bwd[:3, 3], k[i],
-                                      None if m is None else m[i])
+        total += reprojection_abs_rel(d[i], d[i + 1], fwd[:3, :3], fwd[:3, 3], k[i], None if m is None else m[i + 1])
+        total += reprojection_abs_rel(d[i + 1], d[i], bwd[:3, :3], bwd[:3, 3], k[i], None if m is None else m[i])
     return 100.0 * total / (2 * (n - 1))

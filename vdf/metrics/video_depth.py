@@ -33,8 +33,14 @@ class VideoDepthMetrics(Metric):
 
     _SUM_STATES = ("abs_rel", "delta1", "rmse", "boundary_f1", "tae")
 
-    def __init__(self, max_depth: float, compute_boundary_f1: bool = False, compute_tae: bool = False,
-                 align_space: str = "disparity", **kwargs) -> None:
+    def __init__(
+        self,
+        max_depth: float,
+        compute_boundary_f1: bool = False,
+        compute_tae: bool = False,
+        align_space: str = "disparity",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.max_depth = check_max_depth(max_depth)
         self.align_space = check_space(align_space, "align_space")
@@ -47,9 +53,16 @@ class VideoDepthMetrics(Metric):
         self.add_state("num_tae", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("skipped", default=zero.clone(), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor | None = None,
-               intrinsics: torch.Tensor | None = None, cam_to_world: torch.Tensor | None = None,
-               tae_mask: torch.Tensor | None = None, pred_space: str = "disparity") -> None:
+    def update(
+        self,
+        pred: torch.Tensor,
+        depth: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        intrinsics: torch.Tensor | None = None,
+        cam_to_world: torch.Tensor | None = None,
+        tae_mask: torch.Tensor | None = None,
+        pred_space: str = "disparity",
+    ) -> None:
         """Score every clip of a batch.
 
         Args:
@@ -71,7 +84,10 @@ class VideoDepthMetrics(Metric):
         for b in range(depth.shape[0]):
             try:
                 scores = evaluate_sequence(
-                    pred[b], depth[b], self.max_depth, None if valid is None else valid[b],
+                    pred[b],
+                    depth[b],
+                    self.max_depth,
+                    None if valid is None else valid[b],
                     intrinsics=intrinsics[b] if with_tae else None,
                     cam_to_world=cam_to_world[b] if with_tae else None,
                     tae_mask=None if (tae_mask is None or not with_tae) else tae_mask[b],
@@ -100,8 +116,10 @@ class VideoDepthMetrics(Metric):
             ValueError: no sequence with a valid pixel was seen (all skipped, or no update).
         """
         if float(self.num_sequences) == 0:
-            raise ValueError(f"VideoDepthMetrics: no sequence with a valid pixel was scored "
-                             f"({int(self.skipped)} skipped for lack of valid ground truth)")
+            raise ValueError(
+                f"VideoDepthMetrics: no sequence with a valid pixel was scored "
+                f"({int(self.skipped)} skipped for lack of valid ground truth)"
+            )
         n = self.num_sequences
         out = {"abs_rel": self.abs_rel_sum / n, "delta1": self.delta1_sum / n, "rmse": self.rmse_sum / n}
         if self.compute_boundary_f1:

@@ -66,9 +66,7 @@ def _weights_hint(encoder: str) -> str:
 
 _SWIGLU_OFFICIAL_TO_TIMM = {"w12": "fc1", "w3": "fc2"}
 _SWIGLU_TIMM_TO_OFFICIAL = {v: k for k, v in _SWIGLU_OFFICIAL_TO_TIMM.items()}
-_MLP_KEY = re.compile(
-    r"^(?P<pre>(?:.*\.)?blocks\.\d+\.mlp\.)(?P<layer>w12|w3|fc1|fc2)(?P<post>\.(?:weight|bias))$"
-)
+_MLP_KEY = re.compile(r"^(?P<pre>(?:.*\.)?blocks\.\d+\.mlp\.)(?P<layer>w12|w3|fc1|fc2)(?P<post>\.(?:weight|bias))$")
 _VARIANTS = {(384, 12): "vits", (768, 12): "vitb", (1024, 24): "vitl", (1536, 40): "vitg"}
 
 
@@ -207,13 +205,17 @@ class DepthAnythingV2(nn.Module):
 
     def load_official(self, path: str | os.PathLike) -> None:
         """Load an official ``depth_anything_v2_*.pth`` strictly (see :meth:`from_checkpoint`)."""
-        load_weights(self, os.fspath(path), "Depth-Anything-V2 weights", _weights_hint(self.encoder),
-                     convert=dav2_official_to_vdf, describe=guess_dav2_variant)
+        load_weights(
+            self,
+            os.fspath(path),
+            "Depth-Anything-V2 weights",
+            _weights_hint(self.encoder),
+            convert=dav2_official_to_vdf,
+            describe=guess_dav2_variant,
+        )
 
     @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, encoder: str = "vitl", **kwargs
-    ) -> DepthAnythingV2:
+    def from_checkpoint(cls, path: str | os.PathLike, encoder: str = "vitl", **kwargs) -> DepthAnythingV2:
         """Build a model and load an official checkpoint strictly.
 
         Args:
@@ -232,9 +234,7 @@ class DepthAnythingV2(nn.Module):
         return model
 
 
-def processing_size(
-    height: int, width: int, input_size: int = 518, multiple: int = PATCH_SIZE
-) -> tuple[int, int]:
+def processing_size(height: int, width: int, input_size: int = 518, multiple: int = PATCH_SIZE) -> tuple[int, int]:
     """The official DAv2 resize target ``(H', W')`` for a ``height x width`` frame.
 
     ``Resize(keep_aspect_ratio=True, resize_method='lower_bound', ensure_multiple_of=14)``:
@@ -272,5 +272,7 @@ def preprocess_frames(frames: torch.Tensor, input_size: int = 518, antialias: bo
     size = processing_size(h, w, input_size)
     if size != (h, w):
         downscale = size[0] < h or size[1] < w
-        frames = F.interpolate(frames, size=size, mode="bicubic", align_corners=False, antialias=antialias and downscale)
+        frames = F.interpolate(
+            frames, size=size, mode="bicubic", align_corners=False, antialias=antialias and downscale
+        )
     return normalize_imagenet(frames)

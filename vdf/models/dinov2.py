@@ -60,8 +60,7 @@ def check_patch_multiple(height: int, width: int, patch_size: int = PATCH_SIZE) 
     bad = [(name, v) for name, v in (("height", height), ("width", width)) if v % patch_size]
     if bad:
         hints = ", ".join(
-            f"{name} {v} -> {max(patch_size, v // patch_size * patch_size)} or "
-            f"{(v // patch_size + 1) * patch_size}"
+            f"{name} {v} -> {max(patch_size, v // patch_size * patch_size)} or {(v // patch_size + 1) * patch_size}"
             for name, v in bad
         )
         raise ValueError(
@@ -179,9 +178,7 @@ class DINOv2(VisionTransformer):
         self.layer_indices = layer_indices
         # Only used by DINOv2's masked-image pre-training; the checkpoints carry it. It never
         # receives a gradient here, so it is frozen (otherwise DDP reports it as unused).
-        self.mask_token = nn.Parameter(
-            torch.zeros(1, embed_dim, device=device, dtype=dtype), requires_grad=False
-        )
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, device=device, dtype=dtype), requires_grad=False)
 
     def interpolate_pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """``(1, 1 + grid_h*grid_w, D)`` position embedding for a ``grid_h x grid_w`` patch grid."""
@@ -218,9 +215,7 @@ class DINOv2(VisionTransformer):
         """
         return self.forward_features(images)
 
-    def get_intermediate_layers(
-        self, images: torch.Tensor, indices: Sequence[int] | None = None
-    ) -> list[torch.Tensor]:
+    def get_intermediate_layers(self, images: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Patch tokens after the given blocks, each through the final LayerNorm.
 
         Args:

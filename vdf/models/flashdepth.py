@@ -132,9 +132,7 @@ class MambaBlock(nn.Module):
         super().__init__()
         expand, headdim = _mamba_shape(d_model, expand, headdim)
         self.norm1 = nn.LayerNorm(d_model)
-        self.mamba = Mamba2(
-            d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, conv_restart=True
-        )
+        self.mamba = Mamba2(d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, conv_restart=True)
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
 
@@ -598,9 +596,7 @@ class FlashDepth(nn.Module):
         mamba_state = carried[0] if carried else state.mamba
         return disparity.reshape(b, t, 1, h, w), FlashDepthState(mamba_state, state.frames_seen + t)
 
-    def step(
-        self, frame: torch.Tensor, state: FlashDepthState | None = None
-    ) -> tuple[torch.Tensor, FlashDepthState]:
+    def step(self, frame: torch.Tensor, state: FlashDepthState | None = None) -> tuple[torch.Tensor, FlashDepthState]:
         """One frame of a stream: ``(B, 3, H, W)`` normalised -> ``(B, 1, H, W)`` disparity, new state.
 
         Memory does not grow with the number of frames. Equal to :meth:`forward` on the clip.
@@ -651,8 +647,13 @@ class FlashDepth(nn.Module):
         self._load(self.teacher_model, path, "FlashDepth-L weights (teacher)", _checkpoint_hint("l"), convert)
 
     @staticmethod
-    def _load(module: nn.Module, path: str | os.PathLike, what: str, where: str,
-              convert: Callable[[Any], dict[str, torch.Tensor]]) -> None:
+    def _load(
+        module: nn.Module,
+        path: str | os.PathLike,
+        what: str,
+        where: str,
+        convert: Callable[[Any], dict[str, torch.Tensor]],
+    ) -> None:
         # Which FlashDepth (or DAv2) a mismatching file looks like: the encoder and the Mamba keys.
         load_weights(module, os.fspath(path), what, where, convert=convert, describe=_guess_flashdepth_variant)
 

@@ -79,9 +79,7 @@ class FusionBlock(nn.Module):
         )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
-        self.context_proj: nn.Module = (
-            nn.Linear(context_dim, d_model) if context_dim != d_model else nn.Identity()
-        )
+        self.context_proj: nn.Module = nn.Linear(context_dim, d_model) if context_dim != d_model else nn.Identity()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``x (B, N, d_model)``, already projected ``context (B, M, d_model)`` -> ``(B, N, d_model)``."""
@@ -115,9 +113,7 @@ class HybridFusion(nn.Module):
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.d_model = d_model
         self.context_dim = context_dim
-        level = nn.ModuleList(
-            [FusionBlock(d_model, context_dim, num_heads, mlp_expand) for _ in range(num_blocks)]
-        )
+        level = nn.ModuleList([FusionBlock(d_model, context_dim, num_heads, mlp_expand) for _ in range(num_blocks)])
         self.blocks = nn.ModuleList([level])
         for block in level[1:]:
             block.context_proj.requires_grad_(False)

@@ -426,9 +426,7 @@ class Mamba2(nn.Module):
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype
         conv = torch.zeros(batch_size, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype)
-        ssm = torch.zeros(
-            batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=scan_dtype(dtype)
-        )
+        ssm = torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device, dtype=scan_dtype(dtype))
         return Mamba2State(conv=conv, ssm=ssm)
 
     def _split_xbc(self, xbc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -469,9 +467,7 @@ class Mamba2(nn.Module):
 
         x, B, C = self._split_xbc(F.silu(conv_out).transpose(1, 2))
         A = -torch.exp(self.A_log.to(scan_dtype(x.dtype)))
-        y, ssm = ssd_scan(
-            x, dt, A, B, C, self.D, self.dt_bias, self.chunk_size, None if state is None else state.ssm
-        )
+        y, ssm = ssd_scan(x, dt, A, B, C, self.D, self.dt_bias, self.chunk_size, None if state is None else state.ssm)
         out = self._output(y.flatten(-2), z, u.dtype)
         return out, Mamba2State(conv=new_conv, ssm=ssm)
 

@@ -253,10 +253,10 @@ class RopeTransformerSpatioTemporalModel(TransformerSpatioTemporalModel):
         position_ids: Tensor | None = None,
     ) -> TransformerTemporalModelOutput | tuple[Tensor]:
         """Args:
-            hidden_states: ``(B·F, C, H, W)``.
-            encoder_hidden_states: ``(B·F, N, D)``; the temporal blocks attend to frame 0's.
-            image_only_indicator: ``(B, F)``; gives ``F``.
-            position_ids: ``(B, F)`` or ``(F,)`` frame positions, overriding :meth:`set_position_ids`.
+        hidden_states: ``(B·F, C, H, W)``.
+        encoder_hidden_states: ``(B·F, N, D)``; the temporal blocks attend to frame 0's.
+        image_only_indicator: ``(B, F)``; gives ``F``.
+        position_ids: ``(B, F)`` or ``(F,)`` frame positions, overriding :meth:`set_position_ids`.
         """
         batch_frames, _, height, width = hidden_states.shape
         num_frames = image_only_indicator.shape[-1]

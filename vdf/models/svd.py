@@ -106,7 +106,7 @@ def svd_unet_forward(
         context = encoder_hidden_states.repeat_interleave(t, dim=0)
     context = context.to(dtype)
 
-    up_factor = 2 ** unet.num_upsamplers
+    up_factor = 2**unet.num_upsamplers
     forward_upsample_size = any(s % up_factor for s in sample.shape[-2:])
     x = unet.conv_in(sample.flatten(0, 1).to(dtype))
     indicator = torch.zeros(b, t, dtype=x.dtype, device=x.device)
@@ -127,8 +127,13 @@ def svd_unet_forward(
             res = skips[-len(block.resnets) :]
             skips = skips[: -len(block.resnets)]
             upsample_size = skips[-1].shape[2:] if forward_upsample_size and i < len(unet.up_blocks) - 1 else None
-            kwargs = dict(hidden_states=x, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size,
-                          image_only_indicator=indicator)
+            kwargs = dict(
+                hidden_states=x,
+                temb=emb,
+                res_hidden_states_tuple=res,
+                upsample_size=upsample_size,
+                image_only_indicator=indicator,
+            )
             if getattr(block, "has_cross_attention", False):
                 kwargs["encoder_hidden_states"] = context
             x = block(**kwargs)
@@ -596,8 +601,9 @@ class SVDDepthDenoiser(nn.Module):
                 f"{-(-height // multiple) * multiple}x{-(-width // multiple) * multiple}"
             )
 
-    def augmentation_noise(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
-                           device: torch.device | None = None) -> torch.Tensor:
+    def augmentation_noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Unit Gaussian noise of the video's noise augmentation, float32, drawn from ``generator``
         (on its device; the global RNG on ``device`` when None). Tests replace it to replay
         recorded noise."""

@@ -49,8 +49,12 @@ __all__ = [
 
 _SHOW = 5  # how many names an error message lists per category
 # The single-file names of diffusers (first) and transformers folders, full precision.
-_FOLDER_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
-                 "pytorch_model.bin")
+_FOLDER_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 _WRAPPERS = ("model", "state_dict", "module")  # official releases ('model'), Lightning ('state_dict')
 
 StateDict = dict[str, torch.Tensor]
@@ -95,7 +99,7 @@ def _folder_names(variant: str | None) -> list[str]:
     """File names a folder's weights may have, in order of preference: full precision before the
     fp16 variant, each as a single file, then as a shard index."""
     names = []
-    for fp16 in ([False, True] if variant is None else [True]):
+    for fp16 in [False, True] if variant is None else [True]:
         for name in _FOLDER_FILES:
             stem, ext = name.rsplit(".", 1)
             names.append(f"{stem}.fp16.{ext}" if fp16 else name)

@@ -123,8 +123,9 @@ class Predictor(nn.Module):
         return self.resolution.restore(pred.flatten(0, 1), h, w).reshape(b, t, 1, h, w)
 
     # -- whole videos -----------------------------------------------------------------------------
-    def stream(self, frames: Iterable[torch.Tensor], requested: tuple[int, int] | None = None
-               ) -> Iterator[torch.Tensor | None]:
+    def stream(
+        self, frames: Iterable[torch.Tensor], requested: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor | None]:
         """Frames ``(3,H,W)`` through ``resolution`` and ``strategy``: one ``(1,H,W)`` (or ``None``
         for a frame the strategy does not predict) per frame, each step under ``precision``."""
         outputs = run_at_resolution(self.resolution, self.strategy, self, frames, requested)

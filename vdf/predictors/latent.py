@@ -156,15 +156,17 @@ class LatentDiffusionPredictor(Predictor):
         return frame_index - frame_index[:, :1]
 
     @torch.no_grad()
-    def clip(self, video: torch.Tensor, frame_index: torch.Tensor | None = None,
-             extra: torch.Tensor | None = None) -> torch.Tensor:
+    def clip(
+        self, video: torch.Tensor, frame_index: torch.Tensor | None = None, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``(B,T,3,H,W)`` in [0,1] -> ``(B,T,1,H,W)`` sampled jointly with ``steps`` steps; ``extra``
         adds input channels (the interpolation network's keyframes)."""
         if extra is None and self.denoiser.unet.in_channels != 8:
             raise RuntimeError(
                 f"this network takes {self.denoiser.unet.in_channels} input channels: it is an interpolation "
                 "network and needs keyframe latents; run it as the interpolator of a Depth Any Video predictor, "
-                "through vdf.inference.KeyframeInterpolation")
+                "through vdf.inference.KeyframeInterpolation"
+            )
         generator = self.generator()
         cond = self.condition(video, generator)
         x = self.initial_latents(self.latent_shape(video), generator)

@@ -55,8 +55,13 @@ def _round(value: float, multiple: int, rounding: str) -> int:
     return max(multiple, int(out))
 
 
-def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", antialias: bool = False,
-                  align_corners: bool | None = None) -> torch.Tensor:
+def resize_frames(
+    frames: torch.Tensor,
+    size: tuple[int, int],
+    mode: str = "bilinear",
+    antialias: bool = False,
+    align_corners: bool | None = None,
+) -> torch.Tensor:
     """``(N,C,H,W)`` -> ``(N,C,*size)``; ``mode="lanczos"`` goes through PIL on 8-bit images
     (PIL's LANCZOS takes uint8 RGB; the frames are quantised to 1/255 first, as decoded video is)."""
     if tuple(frames.shape[-2:]) == tuple(size):
@@ -232,8 +237,9 @@ class CapThenRoundToMultiple(Resolution):
     def prepare(self, frames, size):
         height, width = frames.shape[-2:]
         if tuple(size) != self.size(height, width):
-            raise ValueError(f"{type(self).__name__} brings {height}x{width} frames to "
-                             f"{self.size(height, width)}, not {tuple(size)}")
+            raise ValueError(
+                f"{type(self).__name__} brings {height}x{width} frames to {self.size(height, width)}, not {tuple(size)}"
+            )
         return self._resize(self._resize(frames, self.capped(height, width)), size)
 
     def restore(self, pred, height, width):

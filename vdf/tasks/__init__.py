@@ -7,5 +7,12 @@ from vdf.tasks.keyframe import KeyframeInterpolationTask
 from vdf.tasks.latent_diffusion import LatentDiffusionTask
 from vdf.tasks.losses import InverseDepthL1Loss, ScaleShiftInvariantLoss
 
-__all__ = ["FlashDepthTask", "FrameDepthTask", "InverseDepthL1Loss", "KeyframeInterpolationTask", "LatentDiffusionTask",
-           "ScaleShiftInvariantLoss", "VideoDepthTask"]
+__all__ = [
+    "FlashDepthTask",
+    "FrameDepthTask",
+    "InverseDepthL1Loss",
+    "KeyframeInterpolationTask",
+    "LatentDiffusionTask",
+    "ScaleShiftInvariantLoss",
+    "VideoDepthTask",
+]

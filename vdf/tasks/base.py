@@ -163,8 +163,9 @@ class VideoDepthTask(L.LightningModule):
             }
         ).to(self.device)
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
-                   test: bool = False) -> dict[str, torch.Tensor]:
+    def _eval_step(
+        self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False, test: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Predict a batch and update its dataset's metrics.
 
         Validation (``test=False``) runs the clip forward at the data's own size. Test runs at

@@ -52,8 +52,13 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
             task, e.g. to resume from a previous interpolation run's weights).
     """
 
-    def __init__(self, predictor: LatentDiffusionPredictor, base_weights: str | None = None,
-                 test_with_strategy: bool = False, **kwargs):
+    def __init__(
+        self,
+        predictor: LatentDiffusionPredictor,
+        base_weights: str | None = None,
+        test_with_strategy: bool = False,
+        **kwargs,
+    ):
         interpolator = predictor.interpolator
         if interpolator is None or interpolator.denoiser.unet.in_channels != 16:
             raise ValueError(
@@ -81,7 +86,7 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
         if not Path(path).is_dir():
             # A Lightning checkpoint of the base run holds the whole task: keep its UNet.
             prefix = "predictor.denoiser.unet.unet."
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if CONV_IN not in state:
             raise KeyError(f"base_weights {path} has no UNet {CONV_IN}: not a checkpoint of an SVD-UNet depth model")
         state[CONV_IN] = widen_conv_in(state[CONV_IN], unet.conv_in.in_channels)
@@ -94,16 +99,18 @@ class KeyframeInterpolationTask(LatentDiffusionTask):
         return keyframe_extra(x0, endpoint_mask(b, t, x0.device))
 
     @torch.no_grad()
-    def interpolate(self, video: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
-                    frame_index: torch.Tensor | None = None) -> torch.Tensor:
+    def interpolate(
+        self, video: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, frame_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The prediction ``(B,T,1,H,W)`` of a clip whose first and last frames' latents come from
         the ground truth (``depth`` in metres, ``valid``)."""
         p = self.network
         x0 = p.denoiser.encode_depth(p.normalization(depth.to(self.device), valid.to(self.device)))
         return p.clip(video.to(self.device), frame_index, extra=self.extra_channels(x0))
 
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
-                   test: bool = False) -> dict[str, torch.Tensor]:
+    def _eval_step(
+        self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False, test: bool = False
+    ) -> dict[str, torch.Tensor]:
         if stream:
             return super()._eval_step(batch, dataloader_idx, stream=True, test=test)
         pred = self.interpolate(batch["video"], batch["depth"], batch["valid"], batch.get("frame_index"))

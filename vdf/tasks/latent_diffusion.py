@@ -34,8 +34,13 @@ class LatentDiffusionTask(VideoDepthTask):
         **kwargs: `VideoDepthTask`'s arguments (optimiser, schedule, evaluation).
     """
 
-    def __init__(self, predictor: LatentDiffusionPredictor, per_frame_levels: bool = False,
-                 init_weights: str | None = None, **kwargs):
+    def __init__(
+        self,
+        predictor: LatentDiffusionPredictor,
+        per_frame_levels: bool = False,
+        init_weights: str | None = None,
+        **kwargs,
+    ):
         super().__init__(predictor=predictor, **kwargs)
         self.per_frame_levels = per_frame_levels
         if init_weights is not None:
@@ -48,8 +53,9 @@ class LatentDiffusionTask(VideoDepthTask):
         load_weights(self, path, "init_weights", "The previous stage's checkpoint (checkpoints/last.ckpt of its run)")
 
     # -- cost accounting ------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False,
-                   test: bool = False) -> dict[str, torch.Tensor]:
+    def _eval_step(
+        self, batch: dict[str, Any], dataloader_idx: int, stream: bool = False, test: bool = False
+    ) -> dict[str, torch.Tensor]:
         denoisers = self.predictor.denoisers()
         before = sum(d.frame_evaluations for d in denoisers)
         out = super()._eval_step(batch, dataloader_idx, stream, test)
@@ -94,8 +100,13 @@ class LatentDiffusionTask(VideoDepthTask):
         x = p.objective.add_noise(x0, noise, level)
         frame_level = level if level.dim() == 2 else level[:, None].expand(b, t)
         positions = p.positions(batch.get("frame_index"), video) if p.frame_positions else None
-        out = p.denoiser(p.objective.net_input(x, level), p.objective.timestep(frame_level), cond,
-                         position_ids=positions, extra=self.extra_channels(x0))
+        out = p.denoiser(
+            p.objective.net_input(x, level),
+            p.objective.timestep(frame_level),
+            cond,
+            position_ids=positions,
+            extra=self.extra_channels(x0),
+        )
         return p.objective.loss(out, x, x0, noise, level).mean()
 
     def param_groups(self) -> list[dict[str, Any]]:

@@ -27,8 +27,13 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
         total_steps: steps of warm-up plus decay; None: the trainer's estimate.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
-                 total_steps: int | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        total_steps: int | None = None,
+    ):
         if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
             raise ValueError(f"need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got {warmup_steps}, {min_lr_ratio}")
         self.warmup_steps = warmup_steps

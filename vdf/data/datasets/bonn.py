@@ -60,13 +60,23 @@ class BonnRGBD(PerFrameDataset):
         name: str = "bonn",
     ):
         self.check_range = check_range
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames,
-                         even_crop=even_crop, shift_intrinsics=shift_intrinsics)
+        super().__init__(
+            root,
+            name,
+            sequences,
+            start=start,
+            stride=stride,
+            max_frames=max_frames,
+            even_crop=even_crop,
+            shift_intrinsics=shift_intrinsics,
+        )
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"BonnRGBD: dataset root {str(self.root)!r} does not exist; expected "
-                                    "root/<seq>/{rgb,depth}/*.png (Bonn RGB-D Dynamic)")
+            raise FileNotFoundError(
+                f"BonnRGBD: dataset root {str(self.root)!r} does not exist; expected "
+                "root/<seq>/{rgb,depth}/*.png (Bonn RGB-D Dynamic)"
+            )
         out = []
         for seq in names if names is not None else BONN_SEQUENCES:
             rgb_dir, depth_dir = self.root / seq / "rgb", self.root / seq / "depth"
@@ -75,9 +85,11 @@ class BonnRGBD(PerFrameDataset):
             if not depths:
                 raise FileNotFoundError(f"BonnRGBD: no depth PNGs in {str(depth_dir)!r}")
             if len(rgbs) != len(depths):
-                raise ValueError(f"BonnRGBD: sequence {seq!r} has {len(rgbs)} RGB frames in {str(rgb_dir)!r} but "
-                                 f"{len(depths)} depth frames in {str(depth_dir)!r}; they are paired by position "
-                                 "(missing pair)")
+                raise ValueError(
+                    f"BonnRGBD: sequence {seq!r} has {len(rgbs)} RGB frames in {str(rgb_dir)!r} but "
+                    f"{len(depths)} depth frames in {str(depth_dir)!r}; they are paired by position "
+                    "(missing pair)"
+                )
             out.append(FrameSequence(seq, [Frame(p, rgb, depth) for p, (rgb, depth) in enumerate(zip(rgbs, depths))]))
         return out
 

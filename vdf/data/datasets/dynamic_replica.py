@@ -36,8 +36,14 @@ class DynamicReplica(PerFrameDataset):
         name: dataset name.
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "dynamic_replica"):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "dynamic_replica",
+    ):
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:

@@ -35,8 +35,20 @@ from vdf.data.datasets.base import VideoDepthDataset
 from vdf.data.readers import image_size, read_rgb
 from vdf.data.types import Sample
 
-__all__ = ["Frame", "FrameSequence", "PerFrameDataset", "crop_slices", "frame_number", "frame_sort",
-           "numbered_frames", "pinhole", "resize_clip", "scale_intrinsics", "select_frames", "set_cameras"]
+__all__ = [
+    "Frame",
+    "FrameSequence",
+    "PerFrameDataset",
+    "crop_slices",
+    "frame_number",
+    "frame_sort",
+    "numbered_frames",
+    "pinhole",
+    "resize_clip",
+    "scale_intrinsics",
+    "select_frames",
+    "set_cameras",
+]
 
 
 # -- one video on disk -------------------------------------------------------------------------
@@ -103,8 +115,9 @@ def pinhole(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
-def set_cameras(frames: Sequence[Frame], intrinsics: np.ndarray | None = None,
-                cam_to_world: np.ndarray | None = None) -> None:
+def set_cameras(
+    frames: Sequence[Frame], intrinsics: np.ndarray | None = None, cam_to_world: np.ndarray | None = None
+) -> None:
     """Give each frame its camera: ``intrinsics`` ``(N,3,3)`` and ``cam_to_world`` ``(N,4,4)``, one
     per frame in order, or a single ``(3,3)`` / ``(4,4)`` shared by every frame; None leaves it."""
     for key, value in (("intrinsics", intrinsics), ("cam_to_world", cam_to_world)):
@@ -124,8 +137,10 @@ def set_cameras(frames: Sequence[Frame], intrinsics: np.ndarray | None = None,
 def select_frames(count: int, start: int, stride: int, max_frames: int | None) -> list[int]:
     """Positions ``[start::stride][:max_frames]`` of a ``count``-frame list (= ``[start:stop:stride]``)."""
     if start < 0 or stride < 1 or (max_frames is not None and max_frames < 1):
-        raise ValueError(f"frame selection needs start >= 0, stride >= 1, max_frames >= 1 or None; got "
-                         f"start={start}, stride={stride}, max_frames={max_frames}")
+        raise ValueError(
+            f"frame selection needs start >= 0, stride >= 1, max_frames >= 1 or None; got "
+            f"start={start}, stride={stride}, max_frames={max_frames}"
+        )
     chosen = list(range(start, count, stride))
     return chosen if max_frames is None else chosen[:max_frames]
 
@@ -148,8 +163,9 @@ def crop_slices(height: int, width: int, crop: Sequence[int] | None, even: bool 
     return slice(*rows), slice(*cols)
 
 
-def resize_clip(video: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
-                size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def resize_clip(
+    video: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Resize ``(T,3,H,W)`` RGB bilinear with antialias, ``(T,1,H,W)`` depth and mask nearest.
 
     Depth and mask share one sampling, so a pixel is valid after the resize exactly when its source
@@ -253,27 +269,34 @@ class PerFrameDataset(VideoDepthDataset):
         return image_size(sequence.frames[0].rgb)
 
     # -- steps at construction ---------------------------------------------------------------
-    def _select(self, found: list[FrameSequence], names: list[str] | None, start: int, stride: int,
-                max_frames: int | None) -> list[FrameSequence]:
+    def _select(
+        self, found: list[FrameSequence], names: list[str] | None, start: int, stride: int, max_frames: int | None
+    ) -> list[FrameSequence]:
         cls = type(self).__name__
         if names is not None:
             known = {s.name for s in found}
             unknown = [s for s in names if s not in known]
             if unknown:
-                raise ValueError(f"{cls}: sequence(s) {unknown} not found under {str(self.root)!r} "
-                                 f"(found {sorted(known)[:10]}{' ...' if len(known) > 10 else ''})")
+                raise ValueError(
+                    f"{cls}: sequence(s) {unknown} not found under {str(self.root)!r} "
+                    f"(found {sorted(known)[:10]}{' ...' if len(known) > 10 else ''})"
+                )
             found = [s for s in found if s.name in set(names)]
         found = [s for s in found if s.frames]
         if not found and not self.root.is_dir():
             raise FileNotFoundError(f"{cls}: dataset root {str(self.root)!r} does not exist or is not a folder")
         if not found:
-            raise FileNotFoundError(f"{cls}: no sequences found under {str(self.root)!r} "
-                                    f"(expected layout: see the docstring of {type(self).__module__})")
+            raise FileNotFoundError(
+                f"{cls}: no sequences found under {str(self.root)!r} "
+                f"(expected layout: see the docstring of {type(self).__module__})"
+            )
         for sequence in found:
             positions = select_frames(len(sequence.frames), start, stride, max_frames)
             if not positions:
-                raise ValueError(f"{cls}: sequence {sequence.name!r} has {len(sequence.frames)} frames; none left "
-                                 f"after start={start}")
+                raise ValueError(
+                    f"{cls}: sequence {sequence.name!r} has {len(sequence.frames)} frames; none left "
+                    f"after start={start}"
+                )
             sequence.frames = [sequence.frames[p] for p in positions]
             for frame in sequence.frames:
                 if not frame.depth.is_file():
@@ -305,8 +328,10 @@ class PerFrameDataset(VideoDepthDataset):
         sequence = self.sequences[index]
         frames = [int(f) for f in frames]
         if not frames or min(frames) < 0 or max(frames) >= len(sequence.frames):
-            raise IndexError(f"{cls}: frames {frames} out of range for the {len(sequence.frames)} frames of "
-                             f"sequence {sequence.name!r}")
+            raise IndexError(
+                f"{cls}: frames {frames} out of range for the {len(sequence.frames)} frames of "
+                f"sequence {sequence.name!r}"
+            )
         height, width = self._native_size(index)
         rows, cols = crop_slices(height, width, self.crop, self.even_crop)
         rgbs, depths, ks, poses, paths = [], [], [], [], []
@@ -315,11 +340,15 @@ class PerFrameDataset(VideoDepthDataset):
             rgb = read_rgb(frame.rgb)
             depth = np.asarray(self.read_depth(frame), dtype=np.float32)
             if rgb.shape[:2] != depth.shape:
-                raise ValueError(f"{cls}: RGB {str(frame.rgb)!r} is {rgb.shape[0]}x{rgb.shape[1]} but its depth "
-                                 f"{str(frame.depth)!r} is {'x'.join(map(str, depth.shape))}; they must match")
+                raise ValueError(
+                    f"{cls}: RGB {str(frame.rgb)!r} is {rgb.shape[0]}x{rgb.shape[1]} but its depth "
+                    f"{str(frame.depth)!r} is {'x'.join(map(str, depth.shape))}; they must match"
+                )
             if depth.shape != (height, width):
-                raise ValueError(f"{cls}: {str(frame.rgb)!r} is {rgb.shape[0]}x{rgb.shape[1]}, the sequence's "
-                                 f"first frame is {height}x{width}")
+                raise ValueError(
+                    f"{cls}: {str(frame.rgb)!r} is {rgb.shape[0]}x{rgb.shape[1]}, the sequence's "
+                    f"first frame is {height}x{width}"
+                )
             rgbs.append(rgb[rows, cols])
             depths.append(depth[rows, cols])
             k, pose = self.read_camera(frame)

@@ -61,8 +61,15 @@ class Hypersim(PerFrameDataset):
             horizontal field of view (886.81 px at width 1024).
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "hypersim", focal: float | None = None):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "hypersim",
+        focal: float | None = None,
+    ):
         self.focal = focal
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
@@ -75,7 +82,7 @@ class Hypersim(PerFrameDataset):
         out = []
         for image_dir in sorted(self.root.glob("*/images/scene_cam_*_final_preview")):
             scene = image_dir.parent.parent.name
-            cam = image_dir.name[len("scene_"):-len("_final_preview")]
+            cam = image_dir.name[len("scene_") : -len("_final_preview")]
             geo = image_dir.parent / f"scene_{cam}_geometry_hdf5"
             rgbs: dict[int, Path] = {}
             for pattern in ("frame.*.color.jpg", "frame.*.tonemap.jpg"):

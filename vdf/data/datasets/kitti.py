@@ -71,8 +71,16 @@ class KITTIDepth(PerFrameDataset):
         name: str = "kitti",
     ):
         self.split, self.check_range = split, check_range
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames,
-                         even_crop=even_crop, shift_intrinsics=shift_intrinsics)
+        super().__init__(
+            root,
+            name,
+            sequences,
+            start=start,
+            stride=stride,
+            max_frames=max_frames,
+            even_crop=even_crop,
+            shift_intrinsics=shift_intrinsics,
+        )
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
         gt_root = self.root / "data_depth_annotated" / self.split

@@ -37,8 +37,15 @@ class MVSSynth(PerFrameDataset):
         depth_scale: factor from the stored EXR value to metres (see module doc).
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "mvs_synth", depth_scale: float = 1.0):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "mvs_synth",
+        depth_scale: float = 1.0,
+    ):
         self.depth_scale = float(depth_scale)
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
@@ -65,8 +72,9 @@ class MVSSynth(PerFrameDataset):
             k = pinhole(float(data["f_x"]), float(data["f_y"]), float(data["c_x"]), float(data["c_y"]))
             w2c = np.asarray(data["extrinsic"], dtype=np.float64)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"MVSSynth: camera file {str(path)!r} must hold f_x, f_y, c_x, c_y and a 4x4 "
-                             f"extrinsic: {error!r}") from error
+            raise ValueError(
+                f"MVSSynth: camera file {str(path)!r} must hold f_x, f_y, c_x, c_y and a 4x4 extrinsic: {error!r}"
+            ) from error
         if w2c.shape != (4, 4):
             raise ValueError(f"MVSSynth: {str(path)!r} extrinsic has shape {w2c.shape}, expected 4x4")
         c2w = np.linalg.inv(w2c)

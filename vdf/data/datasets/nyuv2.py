@@ -54,19 +54,24 @@ class NYUv2(PerFrameDataset):
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
         list_path = self.root / self.list_file
         if not list_path.is_file():
-            raise FileNotFoundError(f"NYUv2: file list {str(list_path)!r} does not exist; expected the Marigold "
-                                    "NYUv2 test layout (root/filename_list_test.txt + the listed PNGs)")
+            raise FileNotFoundError(
+                f"NYUv2: file list {str(list_path)!r} does not exist; expected the Marigold "
+                "NYUv2 test layout (root/filename_list_test.txt + the listed PNGs)"
+            )
         lines = [line.split() for line in list_path.read_text().splitlines() if line.strip()]
         out = []
         for number, columns in enumerate(lines, start=1):
             if len(columns) <= self.depth_column or self.depth_column < 1:
-                raise ValueError(f"NYUv2: {str(list_path)!r} line {number} has {len(columns)} columns; "
-                                 f"depth_column={self.depth_column} needs '<rgb> <depth> <filled>' (missing pair)")
+                raise ValueError(
+                    f"NYUv2: {str(list_path)!r} line {number} has {len(columns)} columns; "
+                    f"depth_column={self.depth_column} needs '<rgb> <depth> <filled>' (missing pair)"
+                )
             rgb, depth = self.root / columns[0], self.root / columns[self.depth_column]
             for path in (rgb, depth):
                 if not path.is_file():
-                    raise FileNotFoundError(f"NYUv2: {str(path)!r} (listed in {str(list_path)!r} line {number}) "
-                                            "does not exist")
+                    raise FileNotFoundError(
+                        f"NYUv2: {str(path)!r} (listed in {str(list_path)!r} line {number}) does not exist"
+                    )
             out.append(FrameSequence(str(Path(columns[0]).with_suffix("")), [Frame(0, rgb, depth)]))
         out = out if self.max_images is None else out[: self.max_images]
         if not out:

@@ -29,8 +29,14 @@ class PointOdyssey(PerFrameDataset):
         name: dataset name.
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "pointodyssey"):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "pointodyssey",
+    ):
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
@@ -59,8 +65,10 @@ class PointOdyssey(PerFrameDataset):
     def _rows(array, numbers, path, key, shape) -> np.ndarray:
         array = np.asarray(array, dtype=np.float64)
         if array.ndim != 3 or array.shape[1:] != shape or len(array) <= max(numbers):
-            raise ValueError(f"{str(path)!r} key {key!r} has shape {array.shape}, expected (N,{shape[0]},{shape[1]}) "
-                             f"with N > {max(numbers)}")
+            raise ValueError(
+                f"{str(path)!r} key {key!r} has shape {array.shape}, expected (N,{shape[0]},{shape[1]}) "
+                f"with N > {max(numbers)}"
+            )
         return array[numbers]
 
     def read_depth(self, frame: Frame) -> np.ndarray:

@@ -30,8 +30,10 @@ def read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """The top-left ``shape`` block of a whitespace-separated matrix file (K may be stored 4x4)."""
     matrix = read_table(path)
     if matrix.shape[0] < shape[0] or matrix.shape[1] < shape[1]:
-        raise ValueError(f"ScanNet: {str(path)!r} holds a {matrix.shape[0]}x{matrix.shape[1]} matrix; "
-                         f"expected at least {shape[0]}x{shape[1]}")
+        raise ValueError(
+            f"ScanNet: {str(path)!r} holds a {matrix.shape[0]}x{matrix.shape[1]} matrix; "
+            f"expected at least {shape[0]}x{shape[1]}"
+        )
     return matrix[: shape[0], : shape[1]]
 
 
@@ -69,14 +71,24 @@ class ScanNet(PerFrameDataset):
         name: str = "scannet",
     ):
         self.num_scenes, self.split = num_scenes, split
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames, crop=crop,
-                         shift_intrinsics=shift_intrinsics)
+        super().__init__(
+            root,
+            name,
+            sequences,
+            start=start,
+            stride=stride,
+            max_frames=max_frames,
+            crop=crop,
+            shift_intrinsics=shift_intrinsics,
+        )
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
         scenes_root = self.root / self.split
         if not scenes_root.is_dir():
-            raise FileNotFoundError(f"ScanNet: {str(scenes_root)!r} does not exist; expected root/{self.split}/<scene>/"
-                                    "{color/*.jpg, depth/*.png, pose/*.txt, intrinsic/intrinsic_depth.txt}")
+            raise FileNotFoundError(
+                f"ScanNet: {str(scenes_root)!r} does not exist; expected root/{self.split}/<scene>/"
+                "{color/*.jpg, depth/*.png, pose/*.txt, intrinsic/intrinsic_depth.txt}"
+            )
         if names is None:
             names = sorted(p.name for p in scenes_root.iterdir() if p.is_dir())
             names = names if self.num_scenes is None else names[: self.num_scenes]
@@ -93,8 +105,15 @@ class ScanNet(PerFrameDataset):
             if not colors:
                 raise FileNotFoundError(f"ScanNet: no color/*.jpg in {str(folder)!r}")
             has_poses = (folder / "pose").is_dir()
-            frames = [Frame(int(color.stem), color, folder / "depth" / f"{color.stem}.png",
-                            {"pose": folder / "pose" / f"{color.stem}.txt"} if has_poses else {}) for color in colors]
+            frames = [
+                Frame(
+                    int(color.stem),
+                    color,
+                    folder / "depth" / f"{color.stem}.png",
+                    {"pose": folder / "pose" / f"{color.stem}.txt"} if has_poses else {},
+                )
+                for color in colors
+            ]
             k_path = folder / "intrinsic" / "intrinsic_depth.txt"
             if k_path.is_file():
                 set_cameras(frames, intrinsics=read_matrix(k_path, (3, 3)))

@@ -29,8 +29,9 @@ def _check_tag(data: bytes, path: Path, kind: str) -> None:
         raise ValueError(f"Sintel: {str(path)!r} is truncated ({len(data)} bytes; no {kind} header)")
     tag = np.frombuffer(data[:4], dtype="<f4")[0]
     if tag != np.float32(TAG_FLOAT):
-        raise ValueError(f"Sintel: {str(path)!r} has a bad tag {tag!r} (expected {TAG_FLOAT}); not a {kind} file "
-                         "or wrong endianness")
+        raise ValueError(
+            f"Sintel: {str(path)!r} has a bad tag {tag!r} (expected {TAG_FLOAT}); not a {kind} file or wrong endianness"
+        )
 
 
 def _read_tagged(path: str | Path, kind: str, what: str) -> tuple[bytes, Path]:
@@ -59,8 +60,10 @@ def read_dpt(path: str | Path) -> np.ndarray:
     expected = 12 + 4 * width * height
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than its header says"
-        raise ValueError(f"Sintel: {str(path)!r} is {problem}: {len(data)} bytes for a {width}x{height} depth "
-                         f"map (expected {expected})")
+        raise ValueError(
+            f"Sintel: {str(path)!r} is {problem}: {len(data)} bytes for a {width}x{height} depth "
+            f"map (expected {expected})"
+        )
     return np.frombuffer(data, dtype="<f4", offset=12).reshape(height, width).astype(np.float32)
 
 
@@ -116,8 +119,9 @@ class Sintel(PerFrameDataset):
         name: str = "sintel",
     ):
         self.image_dir, self.depth_dir, self.cam_dir = image_dir, depth_dir, cam_dir
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames,
-                         shift_intrinsics=shift_intrinsics)
+        super().__init__(
+            root, name, sequences, start=start, stride=stride, max_frames=max_frames, shift_intrinsics=shift_intrinsics
+        )
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
         depth_root = self.root / self.depth_dir
@@ -138,13 +142,17 @@ class Sintel(PerFrameDataset):
             if not depths:
                 raise FileNotFoundError(f"Sintel: no .dpt files in {str(depth_root / seq)!r}")
             if len(rgbs) != len(depths):
-                raise ValueError(f"Sintel: sequence {seq!r} has {len(rgbs)} RGB frames in {str(image_folder)!r} but "
-                                 f"{len(depths)} depth files in {str(depth_root / seq)!r}; every frame needs both "
-                                 "(missing pair)")
+                raise ValueError(
+                    f"Sintel: sequence {seq!r} has {len(rgbs)} RGB frames in {str(image_folder)!r} but "
+                    f"{len(depths)} depth files in {str(depth_root / seq)!r}; every frame needs both "
+                    "(missing pair)"
+                )
             cam_folder = self.root / self.cam_dir / seq
             cams = cam_folder.is_dir()
-            frames = [Frame(position, rgb, depth, {"cam": cam_folder / f"{depth.stem}.cam"} if cams else {})
-                      for position, (rgb, depth) in enumerate(zip(rgbs, depths))]
+            frames = [
+                Frame(position, rgb, depth, {"cam": cam_folder / f"{depth.stem}.cam"} if cams else {})
+                for position, (rgb, depth) in enumerate(zip(rgbs, depths))
+            ]
             out.append(FrameSequence(seq, frames))
         return out
 

@@ -34,8 +34,14 @@ class Spring(PerFrameDataset):
         name: dataset name.
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "spring"):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "spring",
+    ):
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
@@ -43,18 +49,22 @@ class Spring(PerFrameDataset):
         dirs = sorted(set(self.root.glob("*/frame_left")) | set(self.root.glob("*/*/frame_left")))
         for image_dir in dirs:
             seq_dir = image_dir.parent
-            frames = numbered_frames(image_dir.glob("frame_left_*.png"),
-                                     lambda _, n: seq_dir / "disp1_left" / f"disp1_left_{n:04d}.dsp5")
+            frames = numbered_frames(
+                image_dir.glob("frame_left_*.png"), lambda _, n: seq_dir / "disp1_left" / f"disp1_left_{n:04d}.dsp5"
+            )
             intr_file = seq_dir / "cam_data" / "intrinsics.txt"
             if not intr_file.is_file():
-                raise FileNotFoundError(f"Spring: missing {str(intr_file)!r} "
-                                        "(needed for fx to turn disparity into depth)")
+                raise FileNotFoundError(
+                    f"Spring: missing {str(intr_file)!r} (needed for fx to turn disparity into depth)"
+                )
             table = read_table(intr_file)
             if frames:
                 numbers = [f.index for f in frames]
                 if table.shape[1] != 4 or min(numbers) < 1 or len(table) < max(numbers):
-                    raise ValueError(f"Spring: {str(intr_file)!r} has shape {table.shape}; expected one 'fx fy cx cy' "
-                                     f"row per frame (>= {max(numbers)} rows)")
+                    raise ValueError(
+                        f"Spring: {str(intr_file)!r} has shape {table.shape}; expected one 'fx fy cx cy' "
+                        f"row per frame (>= {max(numbers)} rows)"
+                    )
                 set_cameras(frames, intrinsics=[pinhole(*table[n - 1]) for n in numbers])
             out.append(FrameSequence(seq_dir.relative_to(self.root).as_posix(), frames))
         return out

@@ -63,9 +63,9 @@ class Texture:
     w_checker: float
     w_stripes: float
     w_noise: float
-    scale: float                                # metres per checker cell / stripe period / noise cell
-    stripe_dir: tuple[float, float, float]      # unit vector
-    offset: tuple[float, float, float]          # in texture cells; decorrelates surfaces
+    scale: float  # metres per checker cell / stripe period / noise cell
+    stripe_dir: tuple[float, float, float]  # unit vector
+    offset: tuple[float, float, float]  # in texture cells; decorrelates surfaces
     detail: float
 
 
@@ -91,7 +91,7 @@ class SceneObject:
     texture: Texture
     orbit_radius: float
     angle0: float
-    height: float                 # of the centre above the floor (metres, positive up)
+    height: float  # of the centre above the floor (metres, positive up)
     yaw0: float
     angular_speed: float = 0.0
     radial_amp: float = 0.0
@@ -183,7 +183,7 @@ class EpisodeScene:
     objects: tuple[SceneObject, ...]
     camera: CameraPath
     light_dir: tuple[float, float, float]  # unit vector towards the key light
-    fill_dir: tuple[float, float, float]   # unit vector towards the fill light
+    fill_dir: tuple[float, float, float]  # unit vector towards the fill light
     ambient: float
     key: float
     fill: float
@@ -271,8 +271,9 @@ class _Draws:
         return (self.uniform(lo, hi), self.uniform(lo, hi), self.uniform(lo, hi))
 
 
-def _texture(d: _Draws, scale_range: tuple[float, float], kind: int | None = None,
-             bright: tuple[float, float] = (0.05, 0.95)) -> Texture:
+def _texture(
+    d: _Draws, scale_range: tuple[float, float], kind: int | None = None, bright: tuple[float, float] = (0.05, 0.95)
+) -> Texture:
     # kinds: 0 checker, 1 stripes, 2 noise, 3 checker mottled by noise
     kind = d.choice(4) if kind is None else kind
     weights = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.3), (0.7, 0.0, 0.6)][kind]
@@ -282,8 +283,13 @@ def _texture(d: _Draws, scale_range: tuple[float, float], kind: int | None = Non
     if sum(abs(x - y) for x, y in zip(a, b)) < 0.6:
         b = tuple(1.0 - x for x in a)
     return Texture(
-        color_a=a, color_b=b, w_checker=weights[0], w_stripes=weights[1], w_noise=weights[2],
-        scale=d.uniform(*scale_range), stripe_dir=d.unit(),
+        color_a=a,
+        color_b=b,
+        w_checker=weights[0],
+        w_stripes=weights[1],
+        w_noise=weights[2],
+        scale=d.uniform(*scale_range),
+        stripe_dir=d.unit(),
         offset=(d.uniform(0, _NOISE_SIZE), d.uniform(0, _NOISE_SIZE), d.uniform(0, _NOISE_SIZE)),
         detail=d.uniform(0.08, 0.25),
     )
@@ -315,17 +321,30 @@ def build_scene(seed: int, index: int, num_objects: int, moving_objects: int) ->
             room_textures.append(_texture(d, (0.3, 1.2)))
 
     camera = CameraPath(
-        x0=d.uniform(-0.3, 0.3), z0=d.uniform(-0.3, 0.3), height=d.uniform(1.3, 1.7),
-        amp_x=d.uniform(0.3, _CAMERA_REACH - 0.3), amp_z=d.uniform(0.3, _CAMERA_REACH - 0.3),
+        x0=d.uniform(-0.3, 0.3),
+        z0=d.uniform(-0.3, 0.3),
+        height=d.uniform(1.3, 1.7),
+        amp_x=d.uniform(0.3, _CAMERA_REACH - 0.3),
+        amp_z=d.uniform(0.3, _CAMERA_REACH - 0.3),
         amp_y=d.uniform(0.02, 0.1),
-        freq_x=d.uniform(0.05, 0.15), freq_z=d.uniform(0.05, 0.15), freq_y=d.uniform(0.1, 0.3),
-        phase_x=d.uniform(0, 2 * math.pi), phase_z=d.uniform(0, 2 * math.pi),
+        freq_x=d.uniform(0.05, 0.15),
+        freq_z=d.uniform(0.05, 0.15),
+        freq_y=d.uniform(0.1, 0.3),
+        phase_x=d.uniform(0, 2 * math.pi),
+        phase_z=d.uniform(0, 2 * math.pi),
         phase_y=d.uniform(0, 2 * math.pi),
-        yaw0=d.uniform(0, 2 * math.pi), yaw_rate=d.sign() * d.uniform(0.15, 0.45),
-        yaw_amp=d.uniform(0.1, 0.3), yaw_freq=d.uniform(0.05, 0.2), yaw_phase=d.uniform(0, 2 * math.pi),
-        pitch0=d.uniform(-0.05, 0.2), pitch_amp=d.uniform(0.02, 0.1), pitch_freq=d.uniform(0.05, 0.2),
+        yaw0=d.uniform(0, 2 * math.pi),
+        yaw_rate=d.sign() * d.uniform(0.15, 0.45),
+        yaw_amp=d.uniform(0.1, 0.3),
+        yaw_freq=d.uniform(0.05, 0.2),
+        yaw_phase=d.uniform(0, 2 * math.pi),
+        pitch0=d.uniform(-0.05, 0.2),
+        pitch_amp=d.uniform(0.02, 0.1),
+        pitch_freq=d.uniform(0.05, 0.2),
         pitch_phase=d.uniform(0, 2 * math.pi),
-        roll_amp=d.uniform(0.0, 0.05), roll_freq=d.uniform(0.05, 0.2), roll_phase=d.uniform(0, 2 * math.pi),
+        roll_amp=d.uniform(0.0, 0.05),
+        roll_freq=d.uniform(0.05, 0.2),
+        roll_phase=d.uniform(0, 2 * math.pi),
     )
 
     n_moving = max(0, min(moving_objects, num_objects))
@@ -350,13 +369,19 @@ def build_scene(seed: int, index: int, num_objects: int, moving_objects: int) ->
             r = min(d.uniform(0.2, 0.5), max_reach)
             half, reach = (r, d.uniform(0.4, 1.2), r), r
         lo, hi = _STATIC_RING_START + reach, static_ring_end - reach
-        objects.append(SceneObject(
-            kind=kind, half_extents=half, moving=False, texture=_texture(d, (0.08, 0.3)),
-            orbit_radius=d.uniform(lo, hi),
-            # one angular sector per static object, jittered, so neighbours do not overlap
-            angle0=base + 2 * math.pi * (k + d.uniform(0.3, 0.7)) / n_static,
-            height=half[1], yaw0=d.uniform(0, 2 * math.pi),
-        ))
+        objects.append(
+            SceneObject(
+                kind=kind,
+                half_extents=half,
+                moving=False,
+                texture=_texture(d, (0.08, 0.3)),
+                orbit_radius=d.uniform(lo, hi),
+                # one angular sector per static object, jittered, so neighbours do not overlap
+                angle0=base + 2 * math.pi * (k + d.uniform(0.3, 0.7)) / n_static,
+                height=half[1],
+                yaw0=d.uniform(0, 2 * math.pi),
+            )
+        )
     base = d.uniform(0, 2 * math.pi)
     for k in range(n_moving):
         kind = ("box", "sphere", "cylinder")[d.choice(3)]
@@ -377,16 +402,29 @@ def build_scene(seed: int, index: int, num_objects: int, moving_objects: int) ->
         h_hi = max(h_lo, min(room_height - bound - bob_amp - 0.1, 2.0))
         speed = d.uniform(0.4, 1.2)  # m/s along the orbit
         orbit_radius = d.uniform(lo, hi)
-        objects.append(SceneObject(
-            kind=kind, half_extents=half, moving=True, texture=_texture(d, (0.06, 0.2)),
-            orbit_radius=orbit_radius, angle0=base + 2 * math.pi * (k + d.uniform(0.3, 0.7)) / n_moving,
-            height=d.uniform(h_lo, h_hi), yaw0=d.uniform(0, 2 * math.pi),
-            angular_speed=d.sign() * speed / orbit_radius,
-            radial_amp=radial_amp, radial_freq=d.uniform(0.1, 0.4), radial_phase=d.uniform(0, 2 * math.pi),
-            bob_amp=bob_amp, bob_freq=d.uniform(0.1, 0.4), bob_phase=d.uniform(0, 2 * math.pi),
-            spin=d.sign() * d.uniform(0.5, 2.0),
-            tilt_amp=d.uniform(0.2, 0.8), tilt_freq=d.uniform(0.1, 0.3), tilt_phase=d.uniform(0, 2 * math.pi),
-        ))
+        objects.append(
+            SceneObject(
+                kind=kind,
+                half_extents=half,
+                moving=True,
+                texture=_texture(d, (0.06, 0.2)),
+                orbit_radius=orbit_radius,
+                angle0=base + 2 * math.pi * (k + d.uniform(0.3, 0.7)) / n_moving,
+                height=d.uniform(h_lo, h_hi),
+                yaw0=d.uniform(0, 2 * math.pi),
+                angular_speed=d.sign() * speed / orbit_radius,
+                radial_amp=radial_amp,
+                radial_freq=d.uniform(0.1, 0.4),
+                radial_phase=d.uniform(0, 2 * math.pi),
+                bob_amp=bob_amp,
+                bob_freq=d.uniform(0.1, 0.4),
+                bob_phase=d.uniform(0, 2 * math.pi),
+                spin=d.sign() * d.uniform(0.5, 2.0),
+                tilt_amp=d.uniform(0.2, 0.8),
+                tilt_freq=d.uniform(0.1, 0.3),
+                tilt_phase=d.uniform(0, 2 * math.pi),
+            )
+        )
 
     lx, lz = d.uniform(-0.6, 0.6), d.uniform(-0.6, 0.6)
     n = math.sqrt(lx * lx + 1.0 + lz * lz)
@@ -397,9 +435,17 @@ def build_scene(seed: int, index: int, num_objects: int, moving_objects: int) ->
     noise_table = torch.cat([lattice, lattice[:1]]).T
     noise_table = torch.cat([noise_table, noise_table[:1]]).T.contiguous().reshape(-1)
     return EpisodeScene(
-        half_x=half_x, half_z=half_z, room_height=room_height, room_textures=tuple(room_textures),
-        objects=tuple(objects), camera=camera, light_dir=light, fill_dir=tuple(x / nf for x in fill),
-        ambient=d.uniform(0.25, 0.35), key=d.uniform(0.55, 0.75), fill=d.uniform(0.1, 0.25),
+        half_x=half_x,
+        half_z=half_z,
+        room_height=room_height,
+        room_textures=tuple(room_textures),
+        objects=tuple(objects),
+        camera=camera,
+        light_dir=light,
+        fill_dir=tuple(x / nf for x in fill),
+        ambient=d.uniform(0.25, 0.35),
+        key=d.uniform(0.55, 0.75),
+        fill=d.uniform(0.1, 0.25),
         noise_table=noise_table,
     )
 
@@ -500,7 +546,16 @@ def _value_noise(x, y, z, table: torch.Tensor) -> torch.Tensor:
 
 # Per-surface rows of the shading table, gathered for every pixel by its surface id.
 _R_INV_HALF, _R_KIND, _R_COL_A, _R_COL_B, _R_WEIGHTS, _R_INV_SCALE, _R_STRIPE, _R_OFFSET, _R_DETAIL = (
-    0, 3, 4, 7, 10, 13, 14, 17, 20)
+    0,
+    3,
+    4,
+    7,
+    10,
+    13,
+    14,
+    17,
+    20,
+)
 _NUM_ROWS = 21
 
 
@@ -509,10 +564,18 @@ def _surface_rows(scene: EpisodeScene) -> torch.Tensor:
     room_half = (scene.half_x, scene.room_height / 2, scene.half_z)
     surfaces = [(room_half, "box", tex) for tex in scene.room_textures]
     surfaces += [(obj.half_extents, obj.kind, obj.texture) for obj in scene.objects]
-    rows = [[1.0 / h for h in half] + [float(_KIND_CODES[kind])]
-            + list(tex.color_a) + list(tex.color_b) + [tex.w_checker, tex.w_stripes, tex.w_noise]
-            + [1.0 / tex.scale] + list(tex.stripe_dir) + list(tex.offset) + [tex.detail]
-            for half, kind, tex in surfaces]
+    rows = [
+        [1.0 / h for h in half]
+        + [float(_KIND_CODES[kind])]
+        + list(tex.color_a)
+        + list(tex.color_b)
+        + [tex.w_checker, tex.w_stripes, tex.w_noise]
+        + [1.0 / tex.scale]
+        + list(tex.stripe_dir)
+        + list(tex.offset)
+        + [tex.detail]
+        for half, kind, tex in surfaces
+    ]
     return torch.tensor(rows, dtype=torch.float32).T.contiguous()
 
 
@@ -529,7 +592,7 @@ def _frame_rows(scene: EpisodeScene, cam: torch.Tensor, obj: torch.Tensor) -> to
     room = torch.zeros(NUM_ROOM_FACES, tc, 4, 4, dtype=torch.float64)
     room[:, :, [0, 1, 2, 3], [0, 1, 2, 3]] = 1.0
     room[:, :, 1, 3] = -scene.room_height / 2
-    surf = torch.cat([room, obj.double()])                  # (S,Tc,4,4) local-to-world
+    surf = torch.cat([room, obj.double()])  # (S,Tc,4,4) local-to-world
     rs, cs = surf[:, :, :3, :3], surf[:, :, :3, 3]
     rc, o = cam[:, :3, :3], cam[:, :3, 3]
 
@@ -545,8 +608,13 @@ def _frame_rows(scene: EpisodeScene, cam: torch.Tensor, obj: torch.Tensor) -> to
     return torch.cat([v, m.reshape(*m.shape[:2], 9), l1, l2], dim=-1).float()
 
 
-def _shade(scene: EpisodeScene, q: list[torch.Tensor], rows: list[torch.Tensor],
-           per_frame: list[torch.Tensor], footprint: torch.Tensor) -> torch.Tensor:
+def _shade(
+    scene: EpisodeScene,
+    q: list[torch.Tensor],
+    rows: list[torch.Tensor],
+    per_frame: list[torch.Tensor],
+    footprint: torch.Tensor,
+) -> torch.Tensor:
     """Colour of hit points from their local coordinates.
 
     ``q``: 3 × (M,) hit points in their surface's local frame; ``rows``: the ``_NUM_ROWS`` surface
@@ -554,7 +622,7 @@ def _shade(scene: EpisodeScene, q: list[torch.Tensor], rows: list[torch.Tensor],
     directions in that local frame; ``footprint``: (M,) width of the pixel at the hit point facing
     the camera (depth / focal length), in metres. Returns (3, M) in [0,1].
     """
-    inv_half = rows[_R_INV_HALF:_R_INV_HALF + 3]
+    inv_half = rows[_R_INV_HALF : _R_INV_HALF + 3]
     kind = rows[_R_KIND]
     is_box, is_sphere, is_cyl = kind == 0, kind == 1, kind == 2
     a = [q[i].abs() * inv_half[i] for i in range(3)]  # normalised distance to each face pair
@@ -588,7 +656,8 @@ def _shade(scene: EpisodeScene, q: list[torch.Tensor], rows: list[torch.Tensor],
     # views stretch the footprint by 1 / cos(view angle), up to 4x.
     view = [q[i] - per_frame[i] for i in range(3)]
     cos = (normal[0] * view[0] + normal[1] * view[1] + normal[2] * view[2]).abs() / torch.sqrt(
-        view[0] * view[0] + view[1] * view[1] + view[2] * view[2])
+        view[0] * view[0] + view[1] * view[1] + view[2] * view[2]
+    )
     cells_per_pixel = footprint * rows[_R_INV_SCALE] / torch.clamp(cos, min=0.25)
 
     def contrast(frequency: float):
@@ -603,12 +672,14 @@ def _shade(scene: EpisodeScene, q: list[torch.Tensor], rows: list[torch.Tensor],
     w = tc[0] * rows[_R_STRIPE] + tc[1] * rows[_R_STRIPE + 1] + tc[2] * rows[_R_STRIPE + 2]
     stripes = (2.0 * (w - torch.floor(w)) - 1.0).abs()
     noise = _value_noise(tc[0] * 1.7, tc[1] * 1.7, tc[2] * 1.7, scene.noise_table)
-    w_checker, w_stripes, w_noise = rows[_R_WEIGHTS:_R_WEIGHTS + 3]
+    w_checker, w_stripes, w_noise = rows[_R_WEIGHTS : _R_WEIGHTS + 3]
     # Lattice cells per texture cell: 1 for the checker, ~2 for the noise (1.7 and the shear).
-    pattern = (0.5 * ((w_checker + w_stripes) + w_noise)
-               + w_checker * (checker - 0.5) * contrast(1.0)
-               + w_stripes * (stripes - 0.5) * contrast(1.0)
-               + w_noise * (noise - 0.5) * contrast(2.0))
+    pattern = (
+        0.5 * ((w_checker + w_stripes) + w_noise)
+        + w_checker * (checker - 0.5) * contrast(1.0)
+        + w_stripes * (stripes - 0.5) * contrast(1.0)
+        + w_noise * (noise - 0.5) * contrast(2.0)
+    )
     pattern = torch.clamp(pattern, 0.0, 1.0)
     fine = _value_noise(tc[0] * 3.0 + 11.0, tc[1] * 3.0 + 5.0, tc[2] * 3.0 + 7.0, scene.noise_table)
     brightness = (1.0 + rows[_R_DETAIL] * (2.0 * fine - 1.0) * contrast(3.5)) * shade
@@ -620,8 +691,9 @@ def _shade(scene: EpisodeScene, q: list[torch.Tensor], rows: list[torch.Tensor],
     return torch.stack(rgb)
 
 
-def render_frames(scene: EpisodeScene, frames: Sequence[int], height: int, width: int,
-                  intrinsics: torch.Tensor) -> dict[str, torch.Tensor]:
+def render_frames(
+    scene: EpisodeScene, frames: Sequence[int], height: int, width: int, intrinsics: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Ray cast ``scene`` at ``frames``.
 
     Returns ``video`` float32 (T,3,H,W) in [0,1], ``depth`` float32 (T,1,H,W) planar z-depth in
@@ -634,10 +706,17 @@ def render_frames(scene: EpisodeScene, frames: Sequence[int], height: int, width
     n_obj = len(scene.objects)
     n_surf = NUM_ROOM_FACES + n_obj
     cam = torch.stack([scene.camera_to_world(f) for f in frames])
-    obj = (torch.stack([torch.stack([scene.object_to_world(k, f) for f in frames]) for k in range(n_obj)])
-           if n_obj else torch.zeros(0, T, 4, 4))
-    fx, fy, cx, cy = (float(intrinsics[0, 0]), float(intrinsics[1, 1]),
-                      float(intrinsics[0, 2]), float(intrinsics[1, 2]))
+    obj = (
+        torch.stack([torch.stack([scene.object_to_world(k, f) for f in frames]) for k in range(n_obj)])
+        if n_obj
+        else torch.zeros(0, T, 4, 4)
+    )
+    fx, fy, cx, cy = (
+        float(intrinsics[0, 0]),
+        float(intrinsics[1, 1]),
+        float(intrinsics[0, 2]),
+        float(intrinsics[1, 2]),
+    )
     xc = ((torch.arange(W, dtype=torch.float32) - cx) / fx).view(1, 1, W)
     yc = ((torch.arange(H, dtype=torch.float32) - cy) / fy).view(1, H, 1)
     a = (xc * xc + 1.0) + yc * yc  # |(xc, yc, 1)|², the same for every frame
@@ -655,8 +734,9 @@ def render_frames(scene: EpisodeScene, frames: Sequence[int], height: int, width
         tc = sl.stop - sl.start
         per_frame = _frame_rows(scene, cam[sl], obj[:, sl])  # (S,Tc,18)
         orig = [[per_frame[s, :, i].view(tc, 1, 1) for i in range(3)] for s in range(n_surf)]
-        mats = [[[per_frame[s, :, 3 + 3 * i + j].view(tc, 1, 1) for j in range(3)] for i in range(3)]
-                for s in range(n_surf)]
+        mats = [
+            [[per_frame[s, :, 3 + 3 * i + j].view(tc, 1, 1) for j in range(3)] for i in range(3)] for s in range(n_surf)
+        ]
 
         # Room, seen from inside: the exit distance of each slab, nearest slab wins.
         d = _local_dir(mats[0], xc, yc)
@@ -723,8 +803,9 @@ def _camera_offset(cam: torch.Tensor, obj: torch.Tensor) -> list[torch.Tensor]:
     return [out[:, i].view(-1, 1, 1) for i in range(3)]
 
 
-def _screen_rect(oc: list[torch.Tensor], radius: float, k: tuple[float, float, float, float], height: int,
-                 width: int) -> tuple[int, int, int, int] | None:
+def _screen_rect(
+    oc: list[torch.Tensor], radius: float, k: tuple[float, float, float, float], height: int, width: int
+) -> tuple[int, int, int, int] | None:
     """Conservative pixel rectangle ``(v0, v1, u0, u1)`` (end-exclusive) covering the image of a ball
     of ``radius`` centred at ``-oc`` (camera frame) in any of the frames; None if it is never in view.
     """
@@ -746,8 +827,7 @@ def _screen_rect(oc: list[torch.Tensor], radius: float, k: tuple[float, float, f
         (x0, x1), (y0, y1) = extent(x), extent(y)
         u0, u1 = math.floor(fx * x0 + cx) - 1, math.ceil(fx * x1 + cx) + 2
         v0, v1 = math.floor(fy * y0 + cy) - 1, math.ceil(fy * y1 + cy) + 2
-        box = (v0, v1, u0, u1) if box is None else (min(box[0], v0), max(box[1], v1),
-                                                     min(box[2], u0), max(box[3], u1))
+        box = (v0, v1, u0, u1) if box is None else (min(box[0], v0), max(box[1], v1), min(box[2], u0), max(box[3], u1))
     if box is None:
         return None
     v0, v1, u0, u1 = max(box[0], 0), min(box[1], height), max(box[2], 0), min(box[3], width)

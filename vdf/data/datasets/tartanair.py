@@ -34,11 +34,14 @@ def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     """``(N,4)`` quaternions ``(qx, qy, qz, qw)`` -> ``(N,3,3)`` rotation matrices (normalised)."""
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     x, y, z, w = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def ned_poses_to_opencv(poses: np.ndarray) -> np.ndarray:
@@ -60,8 +63,14 @@ class TartanAir(PerFrameDataset):
         name: dataset name.
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "tartanair"):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "tartanair",
+    ):
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
@@ -80,8 +89,10 @@ class TartanAir(PerFrameDataset):
                 poses = read_table(pose_file)
                 last = frames[-1].index
                 if poses.shape[1] != 7 or len(poses) <= last:
-                    raise ValueError(f"TartanAir: {str(pose_file)!r} has shape {poses.shape}; expected one "
-                                     f"'tx ty tz qx qy qz qw' row per frame (>= {last + 1} rows)")
+                    raise ValueError(
+                        f"TartanAir: {str(pose_file)!r} has shape {poses.shape}; expected one "
+                        f"'tx ty tz qx qy qz qw' row per frame (>= {last + 1} rows)"
+                    )
                 set_cameras(frames, cam_to_world=ned_poses_to_opencv(poses[[f.index for f in frames]]))
             out.append(FrameSequence(f"{env}/{level}/{traj.name}", frames))
         return out

@@ -40,15 +40,18 @@ def _read_table(path: Path, n_values: int) -> dict[tuple[int, int], np.ndarray]:
         raise ValueError(f"VirtualKITTI2: cannot read {str(path)!r}: {error}") from error
     header = lines[0].split()
     if len(header) < 2 or header[0] != "frame" or header[1] != "cameraID":
-        raise ValueError(f"VirtualKITTI2: {str(path)!r} must start with a 'frame cameraID ...' header line, "
-                         f"found {lines[0][:80]!r}")
+        raise ValueError(
+            f"VirtualKITTI2: {str(path)!r} must start with a 'frame cameraID ...' header line, found {lines[0][:80]!r}"
+        )
     table = {}
     for row, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 + n_values:
-            raise ValueError(f"VirtualKITTI2: {str(path)!r} line {row} has {len(parts)} values, expected {2 + n_values}")
+            raise ValueError(
+                f"VirtualKITTI2: {str(path)!r} line {row} has {len(parts)} values, expected {2 + n_values}"
+            )
         try:
             table[(int(parts[0]), int(parts[1]))] = np.array([float(v) for v in parts[2:]], dtype=np.float64)
         except ValueError as error:
@@ -68,8 +71,14 @@ class VirtualKITTI2(PerFrameDataset):
         name: dataset name.
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, max_depth: float = 80.0,
-                 size: tuple[int, int] | None = None, name: str = "vkitti2"):
+    def __init__(
+        self,
+        root: str,
+        sequences: list[str] | None = None,
+        max_depth: float = 80.0,
+        size: tuple[int, int] | None = None,
+        name: str = "vkitti2",
+    ):
         super().__init__(root, name, sequences, size=size, max_depth=max_depth)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
