@@ -37,9 +37,10 @@ FAST = {
     "validate": ["--trainer.limit_val_batches", "1"],
     "test": ["--trainer.limit_test_batches", "1"],
     # Tools: the experiment runner in tiny mode into the temporary folder (never over the
-    # committed results); bench at a small size.
+    # committed results); bench in tiny mode (each recipe with its tiny overlay) at a small size.
     "experiment": ["--tiny", "--output", "experiment_out"],
     "bench": [
+        "--tiny",
         "--height",
         "28",
         "--width",
