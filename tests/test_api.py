@@ -7,16 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from recipes import tiny_args, tiny_files
 
 import vdf
 from vdf.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = ["dav2", "flashdepth", "depthcrafter", "chronodepth", "depthanyvideo"]
-
-
-def _tiny(family: str) -> list[str]:
-    return [os.path.join(ROOT, "configs", f"{family}.yaml"), os.path.join(ROOT, "configs", "tiny", f"{family}.yaml")]
 
 
 def test_every_family_predicts_through_vdf_load_without_lightning():
@@ -44,7 +41,7 @@ assert not any(m == "lightning" or m.startswith("lightning.") for m in sys.modul
 
 @pytest.fixture(scope="module")
 def dav2():
-    return vdf.load(_tiny("dav2"), device="cpu")
+    return vdf.load(tiny_files("dav2"), device="cpu")
 
 
 def test_every_input_kind_gives_the_same_prediction(dav2, tmp_path):
@@ -71,7 +68,7 @@ def test_checkpoint_and_overrides(tmp_path, in_tmp_cwd):
     cli = main(
         [
             "fit",
-            *[x for c in _tiny("dav2") for x in ("--config", c)],
+            *tiny_args("dav2"),
             "--trainer.max_steps",
             "2",
             "--trainer.limit_val_batches",
@@ -79,14 +76,14 @@ def test_checkpoint_and_overrides(tmp_path, in_tmp_cwd):
         ]
     )
     ckpt = os.path.join(cli.trainer.log_dir, "checkpoints", "last.ckpt")
-    trained = vdf.load(_tiny("dav2"), ckpt=ckpt, device="cpu")
+    trained = vdf.load(tiny_files("dav2"), ckpt=ckpt, device="cpu")
     for name, value in cli.model.predictor.state_dict().items():
         torch.testing.assert_close(trained.state_dict()[name], value.cpu())
-    fresh = vdf.load(_tiny("dav2"), device="cpu")
+    fresh = vdf.load(tiny_files("dav2"), device="cpu")
     assert any(not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values()))
-    tuned = vdf.load(_tiny("dav2"), device="cpu", input_size=28, strategy__init_args__batch_size=3)
+    tuned = vdf.load(tiny_files("dav2"), device="cpu", input_size=28, strategy__init_args__batch_size=3)
     assert tuned.input_size == 28 and tuned.strategy.batch_size == 3
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
-        vdf.load(_tiny("dav2"), ckpt=tmp_path / "nope.ckpt")
+        vdf.load(tiny_files("dav2"), ckpt=tmp_path / "nope.ckpt")
     with pytest.raises(ValueError, match="names a predictor"):
         vdf.load(os.path.join(ROOT, "configs", "data", "sintel.yaml"))

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import yaml
+from recipes import tiny_files
 
 from vdf.cli import carried_init_args, main, tiny_configs
 
@@ -56,7 +57,7 @@ def test_recipe_parses_at_paper_scale_and_with_its_tiny_overlay(recipe, capsys, 
 
 @pytest.mark.parametrize("config", DATA_CONFIGS, ids=_rel)
 def test_data_config_parses(config, capsys, in_tmp_cwd):
-    base = [os.path.join(ROOT, "configs", "dav2.yaml"), os.path.join(ROOT, "configs", "tiny", "dav2.yaml")]
+    base = tiny_files("dav2")
     with pytest.raises(SystemExit):
         main(["fit", *_args(base), "--config", config, "--print_config"])
     resolved = yaml.safe_load(capsys.readouterr().out)["data"]

@@ -6,12 +6,13 @@ import os
 
 import pytest
 import yaml
+from recipes import tiny_files
 
 from vdf.cli import run
 from vdf.experiment import Experiment, Overlay, expand, parse_overlay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DAV2 = [os.path.join(ROOT, "configs", "dav2.yaml"), os.path.join(ROOT, "configs", "tiny", "dav2.yaml")]
+DAV2 = tiny_files("dav2")
 FAST = {
     "trainer.limit_train_batches": 1,
     "trainer.limit_val_batches": 1,

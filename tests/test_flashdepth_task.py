@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from recipes import tiny_args
 
 from vdf.cli import main
 from vdf.inference import Streaming
@@ -12,9 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _configs(name: str) -> list[str]:
-    """``--config`` options of a tiny FlashDepth recipe: the base, the variant overlay, the tiny overlay."""
-    files = ["flashdepth.yaml"] + (["flashdepth/s.yaml"] if name == "flashdepth_s" else []) + ["tiny/flashdepth.yaml"]
-    return [x for f in files for x in ("--config", os.path.join(ROOT, "configs", f))]
+    """``--config`` options of a tiny FlashDepth recipe (``flashdepth_s``: with the S overlay)."""
+    return tiny_args("flashdepth", *(["s"] if name == "flashdepth_s" else []))
 
 
 @pytest.mark.parametrize("config", ["flashdepth_s", "flashdepth"])

@@ -38,21 +38,27 @@ def _read(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config {path} is not valid YAML: {error}") from None
 
 
-def _override_args(overrides: dict[str, Any]) -> list[str]:
-    """``steps=3`` / ``strategy__init_args__window=8`` -> one more layer on the predictor's
-    ``init_args`` (a layer, not dotted options: a nested ``None`` stays ``None``)."""
-    if not overrides:
-        return []
+def nest_dotted(settings: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b.c": 1, "a__d": 2}`` -> ``{"a": {"b": {"c": 1}, "d": 2}}``: dotted settings as one
+    config layer. A layer keeps a nested ``None`` as ``None``, which dotted command-line options
+    three class levels deep do not (jsonargparse turns it into the string "None")."""
     nested: dict[str, Any] = {}
-    for key, value in overrides.items():
+    for key, value in settings.items():
         *parents, leaf = key.replace("__", ".").split(".")
         node = nested
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"override {key!r} conflicts with another override of {part!r}")
+                raise ValueError(f"setting {key!r} conflicts with another setting of {part!r}")
         node[leaf] = value
-    return ["--predictor", json.dumps({"init_args": nested}, default=str)]
+    return nested
+
+
+def _override_args(overrides: dict[str, Any]) -> list[str]:
+    """``steps=3`` / ``strategy__init_args__window=8`` -> one more layer on the predictor's ``init_args``."""
+    if not overrides:
+        return []
+    return ["--predictor", json.dumps({"init_args": nest_dotted(overrides)}, default=str)]
 
 
 def build_predictor(

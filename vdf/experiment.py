@@ -137,21 +137,17 @@ _PREDICTOR = "model.init_args.predictor"
 
 def _grouped(overrides: dict[str, Any]) -> list[tuple[str, Any]]:
     """The overrides as command-line pairs, those of the predictor's settings gathered into one
-    ``--model.init_args.predictor {"init_args": {...}}`` layer: given as dotted options three class
-    levels deep, jsonargparse would turn a ``null`` (or a class's ``None`` default) into "None"."""
-    pairs: list[tuple[str, Any]] = []
-    layer: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if not key.startswith(_PREDICTOR + ".init_args."):
-            pairs.append((key, value))
-            continue
-        if not layer:
-            pairs.append((_PREDICTOR, layer))
-        *parents, leaf = key[len(_PREDICTOR) + 1 :].split(".")
-        node = layer
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    ``--model.init_args.predictor {"init_args": {...}}`` layer (`vdf.api.nest_dotted`: a ``null``
+    stays ``null``)."""
+    from vdf.api import nest_dotted
+
+    prefix = _PREDICTOR + ".init_args."
+    pairs: list[tuple[str, Any]] = [(k, v) for k, v in overrides.items() if not k.startswith(prefix)]
+    predictor = {k[len(prefix) :]: v for k, v in overrides.items() if k.startswith(prefix)}
+    if predictor:
+        # Placed where the first predictor setting stood: the other overrides are other keys.
+        first = next(i for i, k in enumerate(overrides) if k.startswith(prefix))
+        pairs.insert(first, (_PREDICTOR, {"init_args": nest_dotted(predictor)}))
     return pairs
 
 
