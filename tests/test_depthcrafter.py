@@ -46,6 +46,7 @@ def test_tiny_depthcrafter_learns_on_the_synthetic_world(in_tmp_cwd):
             *VAL,
             "--trainer.enable_progress_bar=false",
             "--trainer.max_epochs=6",
+            "--trainer.max_steps=48",
             "--trainer.limit_train_batches=8",
             "--trainer.num_sanity_val_steps=0",
         ]

@@ -8,6 +8,7 @@ and the ablation runner (`vdf.experiment`); ``run(args)`` dispatches to all of t
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,9 @@ from lightning.pytorch.cli import LightningCLI
 from vdf.callbacks.prediction_writer import DepthPredictionWriter
 from vdf.callbacks.results import TestResultsWriter
 from vdf.callbacks.visualization import DepthVisualizer
+from vdf.cli_parser import VDFArgumentParser
 from vdf.data.datamodule import VideoDepthDataModule
+from vdf.models.weights import StateDictMismatchError
 from vdf.tasks.base import VideoDepthTask
 
 DEFAULT_RUN_NAME = "vdf"
@@ -41,14 +44,44 @@ class VDFCLI(LightningCLI):
         parser.link_arguments("overwrite", "writer.overwrite")
 
     def before_instantiate_classes(self) -> None:
-        # Name the TensorBoard run after the recipe (runs/<family>[_<stage>]/), so runs/ reads like configs/.
         config = self.config[self.subcommand] if self.subcommand else self.config
         files = [str(f) for f in config.get("config") or []]
-        logger = config.get("trainer.logger")
-        if files and isinstance(logger, Namespace) and logger.get("init_args.name") == DEFAULT_RUN_NAME:
-            logger.init_args.name = run_name(files)
         for message in carried_init_args([f for f in files if Path(f).is_file()]):
             print(f"vdf: warning: {message}", file=sys.stderr)
+
+    def instantiate_trainer(self, **kwargs):
+        # Predict writes its outputs (and their manifest) to --output: no TensorBoard run folder
+        # and no config copy under runs/ for it.
+        if self.subcommand == "predict":
+            kwargs.setdefault("logger", False)
+            self.save_config_callback = None
+        return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        config = self.config[subcommand]
+        if subcommand in ("validate", "test", "predict"):
+            notice = random_weights_notice(config, type(self.model).__name__)
+            if notice:
+                print(f"vdf: note: {notice}", file=sys.stderr)
+        if subcommand == "fit":
+            hint = finished_checkpoint_hint(config.get("ckpt_path"), self.trainer)
+            if hint:
+                print(f"vdf: note: {hint}", file=sys.stderr)
+        if subcommand == "predict":
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, DepthPredictionWriter):
+                    callback.source = run_source(config)
+        log_dir = _log_dir(self.trainer)
+        existed = log_dir is not None and log_dir.exists()
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            # A run that fails before it trained or evaluated anything leaves no run folder behind.
+            if log_dir is not None and not existed and _nothing_kept(log_dir, subcommand, self.trainer):
+                import shutil
+
+                shutil.rmtree(log_dir, ignore_errors=True)
+            raise
 
     def _parse_ckpt_path(self) -> None:
         # Lightning merges the checkpoint's hyperparameters over the parsed model config, so a
@@ -223,15 +256,136 @@ def _merge(base, over):
     return over
 
 
+def _log_dir(trainer) -> Path | None:
+    logger = trainer.logger
+    log_dir = getattr(logger, "log_dir", None) if logger is not None else None
+    return Path(log_dir) if log_dir else None
+
+
+def _nothing_kept(log_dir: Path, subcommand: str, trainer) -> bool:
+    """Whether a failed run's folder holds nothing worth keeping: no checkpoint, and (fit) no step done."""
+    if any(log_dir.rglob("*.ckpt")):
+        return False
+    return subcommand != "fit" or trainer.global_step == 0
+
+
+def _weights_sources(node) -> list[str]:
+    """The weight files a model config names (arguments ``weights`` / ``<part>_weights``)."""
+    from vdf.models.weights import is_weights_argument
+
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, str) and value and is_weights_argument(str(key)):
+                found.append(value)
+            else:
+                found += _weights_sources(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _weights_sources(value)
+    return found
+
+
+def _as_dict(node):
+    return node.as_dict() if isinstance(node, Namespace) else node
+
+
+def random_weights_notice(config, model_name: str) -> str | None:
+    """One line when a run evaluates or predicts with a model that loads no weights at all."""
+    if config.get("ckpt_path") or _weights_sources(_as_dict(config.get("model"))):
+        return None
+    return (
+        f"{model_name} runs with random weights: neither --ckpt_path nor a weights file in the config "
+        "(a tiny config has none), so its depth is not meaningful"
+    )
+
+
+def finished_checkpoint_hint(ckpt_path: str | None, trainer) -> str | None:
+    """A line when ``vdf fit --ckpt_path`` resumes a run that has already reached ``max_steps``."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None
+    step = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("global_step", 0)
+    max_steps = trainer.max_steps
+    if max_steps is None or max_steps < 0 or step < max_steps:
+        return None
+    return (
+        f"{ckpt_path} is at step {step} and max_steps is {max_steps}: --ckpt_path resumes that run, which has "
+        "nothing left to do. To fine-tune from its weights, use --model.init_args.init_weights "
+        f"{ckpt_path} instead (or raise --trainer.max_steps to continue it)"
+    )
+
+
+def run_source(config) -> dict:
+    """What made a predict run's outputs: config files, task, checkpoint, and a fingerprint of them."""
+    import hashlib
+    import json
+
+    model = _as_dict(config.get("model")) or {}
+    ckpt = config.get("ckpt_path")
+    checkpoint = None
+    if ckpt:
+        path = Path(ckpt).resolve()
+        stat = path.stat() if path.is_file() else None
+        checkpoint = {
+            "path": str(path),
+            "bytes": stat.st_size if stat else None,
+            "mtime": stat.st_mtime if stat else None,
+        }
+    identity = {"model": model, "checkpoint": checkpoint}
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {
+        "config": [str(f) for f in config.get("config") or []],
+        "task": model.get("class_path"),
+        "checkpoint": checkpoint["path"] if checkpoint else None,
+        "weights": _weights_sources(model),
+        "fingerprint": fingerprint,
+    }
+
+
 def _root_cause(error: BaseException) -> BaseException:
     while (error.__cause__ or error.__context__) is not None:
         error = error.__cause__ or error.__context__
     return error
 
 
-def cli_options() -> dict:
-    """The keyword arguments `main` builds `VDFCLI` with (shared by ``vdf bench`` and ``vdf experiment``)."""
+def config_files(args: list[str]) -> list[str]:
+    """The ``--config`` / ``-c`` files of a command line, in order."""
+    files = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            files.append(args[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+#: ``vdf --help`` and each subcommand's usage line (jsonargparse's own lists every option, ~80 lines).
+MAIN_HELP = dict(
+    description="vdf: train, evaluate, run and compare video depth models (a Lightning CLI).",
+    usage="vdf {fit,validate,test,predict,bench,experiment} --config CONFIG [--config OVERLAY ...] [--key value ...]",
+    epilog=(
+        "Tools beside the Lightning subcommands: 'vdf bench CONFIG ...' measures speed and memory "
+        "(vdf bench --help), 'vdf experiment GRID' runs an ablation grid (vdf experiment --help). "
+        "Each subcommand's options: vdf SUBCOMMAND --help."
+    ),
+)
+SUBCOMMAND_USAGE = {
+    "fit": "vdf fit --config CONFIG [--config OVERLAY ...] [--ckpt_path CKPT] [--key value ...]",
+    "validate": "vdf validate --config CONFIG [--config OVERLAY ...] --ckpt_path CKPT [--key value ...]",
+    "test": "vdf test --config CONFIG [--config OVERLAY ...] --ckpt_path CKPT [--key value ...]",
+    "predict": (
+        "vdf predict --config CONFIG [--config OVERLAY ...] --input PATH --output DIR "
+        "[--overwrite true] [--ckpt_path CKPT] [--key value ...]"
+    ),
+}
+
+
+def cli_options(run: str = DEFAULT_RUN_NAME) -> dict:
+    """The keyword arguments `main` builds `VDFCLI` with (shared by ``vdf bench`` and ``vdf experiment``);
+    ``run`` names the TensorBoard run (``runs/<run>/version_N``)."""
     return dict(
+        parser_class=VDFArgumentParser,
+        parser_kwargs={**MAIN_HELP, **{name: {"usage": usage} for name, usage in SUBCOMMAND_USAGE.items()}},
         model_class=VideoDepthTask,
         datamodule_class=VideoDepthDataModule,
         subclass_mode_model=True,
@@ -240,7 +394,7 @@ def cli_options() -> dict:
         trainer_defaults={
             "logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "runs", "name": DEFAULT_RUN_NAME},
+                "init_args": {"save_dir": "runs", "name": run},
             },
             "callbacks": [
                 ModelCheckpoint(save_last=True),
@@ -254,8 +408,13 @@ def cli_options() -> dict:
 
 
 def main(args: list[str] | None = None) -> VDFCLI:
-    """Run the CLI; ``args`` as on the command line (None reads ``sys.argv``)."""
-    return VDFCLI(**cli_options(), args=args)
+    """Run the CLI; ``args`` as on the command line (None reads ``sys.argv``).
+
+    The run is named after the recipe (``runs/<family>[_<stage>]/``, so that runs/ reads like
+    configs/) before parsing, so that ``--print_config`` shows the name the run will use.
+    """
+    files = config_files(list(sys.argv[1:] if args is None else args))
+    return VDFCLI(**cli_options(run_name(files) if files else DEFAULT_RUN_NAME), args=args)
 
 
 #: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory) and ``vdf experiment``.
@@ -280,9 +439,24 @@ def entrypoint() -> None:
     dispatch to `vdf.bench` and `vdf.experiment`.
     """
     if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
-        run(sys.argv[1:])
+        try:
+            run(sys.argv[1:])
+        except (FileNotFoundError, ValueError) as error:
+            # A missing config or a bad grid is one line, not a traceback.
+            print(f"vdf {sys.argv[1]}: error: {error}", file=sys.stderr)
+            sys.exit(2)
         return
-    cli = main()
+    try:
+        cli = main()
+    except (ValueError, FileNotFoundError, StateDictMismatchError) as error:
+        # vdf's own errors name the file or key and the fix: the message, not a traceback
+        # (VDF_DEBUG=1 shows it).
+        if os.environ.get("VDF_DEBUG"):
+            raise
+        command = next((a for a in sys.argv[1:] if a in SUBCOMMAND_USAGE), "")
+        print(f"vdf {command}: error: {error}".replace("vdf : ", "vdf: "), file=sys.stderr)
+        print("(the traceback: VDF_DEBUG=1)", file=sys.stderr)
+        sys.exit(2)
     writer = next((c for c in cli.trainer.callbacks if isinstance(c, DepthPredictionWriter)), None)
     if cli.subcommand == "predict" and writer is not None and writer.failed:
         sys.exit(1)

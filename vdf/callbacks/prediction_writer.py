@@ -63,6 +63,9 @@ class DepthPredictionWriter(L.Callback):
         self.progress = progress
         self.results: list[dict[str, Any]] = []
         self._run: RunManifest | None = None
+        #: What makes the outputs (config files, task, checkpoint, ``fingerprint``); ``vdf predict``
+        #: sets it (`vdf.cli.run_source`), otherwise it is described from the module.
+        self.source: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -79,13 +82,24 @@ class DepthPredictionWriter(L.Callback):
             if getattr(dm, "predict_input", None) is not None:
                 raise ValueError("vdf predict --input needs an output folder: add --output DIR")
             return  # predictions of the predict datasets are returned, not written
-        Path(self.output_dir).mkdir(parents=True, exist_ok=True)
+        if self.source is None:
+            self.source = _module_source(pl_module, trainer)
+        out = Path(self.output_dir)
+        earlier = _recorded_source(out / "manifest.json")
+        if not self.overwrite and earlier is not None and earlier.get("fingerprint") != self.source["fingerprint"]:
+            # Skipping complete outputs of another model would leave them under this run's name.
+            raise ValueError(
+                f"{out} holds outputs of another model ({_say_source(earlier)}); this run is "
+                f"{_say_source(self.source)}. Write to another --output, or pass --overwrite true to replace them"
+            )
+        out.mkdir(parents=True, exist_ok=True)
         self._run = RunManifest(
             self.output_dir,
             info={
                 "model": type(pl_module).__name__,
-                "strategy": _describe(getattr(pl_module, "strategy", None)),
+                "strategy": _describe(getattr(getattr(pl_module, "predictor", None), "strategy", None)),
                 "input": getattr(trainer.datamodule, "predict_input", None),
+                "source": self.source,
             },
         )
 
@@ -148,8 +162,15 @@ class DepthPredictionWriter(L.Callback):
         """
         out_dir = Path(self.output_dir)
         if not self.overwrite and outputs_complete(out_dir, name):
-            self._say(f"[skip] {label}: outputs complete (use --overwrite true to redo)")
-            self._record(name, "skipped", input=label)
+            earlier = _recorded_source(out_dir / f"{name}.json")
+            if earlier is not None and earlier.get("fingerprint") != self.source["fingerprint"]:
+                message = f"{label}: complete outputs of another model ({_say_source(earlier)}) are in the way"
+                self._say(f"[error] {message}; --overwrite true replaces them")
+                self._record(name, "failed", input=label, error=message)
+                return
+            note = "complete from an earlier run of this model; --overwrite true redoes it"
+            self._say(f"[skip] {label}: {note}")
+            self._record(name, "skipped", input=label, note=note)
             return
         clean_partial(out_dir, name)
         start = time.perf_counter()
@@ -173,6 +194,7 @@ class DepthPredictionWriter(L.Callback):
                     {
                         "input": label,
                         "model": type(pl_module).__name__,
+                        "source": self.source,
                         "strategy": _describe(strategy),
                         **fields,
                         "timing": {"seconds": seconds, "frames_per_second": count / max(seconds, 1e-9)},
@@ -196,6 +218,40 @@ class DepthPredictionWriter(L.Callback):
             return
         self._run.save()
         self._say(summary_table(self.results))
+
+
+def _recorded_source(manifest: Path) -> dict[str, Any] | None:
+    """The ``source`` an earlier run recorded in a manifest (None when absent or unreadable)."""
+    import json
+
+    try:
+        source = json.loads(manifest.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, dict) and "fingerprint" in source else None
+
+
+def _say_source(source: dict[str, Any]) -> str:
+    configs = "+".join(source.get("config") or []) or "no config file"
+    checkpoint = source.get("checkpoint") or "no checkpoint"
+    return f"{source.get('task')} from {configs}, {checkpoint}"
+
+
+def _module_source(pl_module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
+    """``source`` of a run not started by ``vdf predict``: the module's classes and the checkpoint."""
+    import hashlib
+
+    predictor = getattr(pl_module, "predictor", None)
+    task = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+    ckpt = getattr(trainer, "ckpt_path", None)
+    identity = repr((task, type(predictor).__qualname__, sorted(pl_module.hparams.items()), ckpt))
+    return {
+        "config": [],
+        "task": task,
+        "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
+        "weights": [],
+        "fingerprint": hashlib.sha256(identity.encode()).hexdigest()[:16],
+    }
 
 
 def _safe(text: str) -> str:
@@ -224,7 +280,7 @@ def summary_table(results: list[dict[str, Any]]) -> str:
                 r["status"],
                 str(r.get("frames", "")),
                 f"{r['frames_per_second']:.1f}" if "frames_per_second" in r else "",
-                r.get("error", "")[:80],
+                (r.get("error") or r.get("note") or "")[:80],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -268,7 +268,17 @@ def load_state_dict_strict(
         lines.append(f"shape mismatch for {key}: checkpoint {got} vs model {want}")
     if len(shapes) > _SHOW:
         lines.append(f"... {len(shapes)} shape mismatches in total")
+    if unexpected and all(k.startswith(_RUN_PREFIXES) for k in unexpected) and not any(k in own for k in state_dict):
+        # The task's names (predictor.net....) in a network's weights argument: a vdf run's checkpoint.
+        lines.append(
+            "this looks like the checkpoint of a vdf run: start a run from it with --model.init_args.init_weights "
+            "PATH (the whole task's weights), not as a network's weights file"
+        )
     raise StateDictMismatchError("\n".join(lines))
+
+
+#: Leading names of a vdf task's state dict (a Lightning checkpoint of a run).
+_RUN_PREFIXES = ("predictor.", "loss.", "teacher.")
 
 
 def load_weights(

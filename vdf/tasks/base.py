@@ -40,6 +40,10 @@ class VideoDepthTask(L.LightningModule):
         test_with_strategy: run ``vdf test`` sequences through the predictor's strategy (as
             ``vdf predict`` does) rather than as one clip forward; validation always uses the
             clip forward at the data's size.
+        init_weights: a checkpoint of an earlier vdf run (``runs/<name>/version_N/checkpoints/*.ckpt``,
+            or a state dict of this task) whose weights start this one: fine-tuning from a run, or
+            the previous training stage. Weights only, loaded strictly; the step count, optimiser
+            and schedule start afresh (``--ckpt_path`` instead resumes that run where it stopped).
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class VideoDepthTask(L.LightningModule):
         boundary_f1: bool = False,
         tae: bool = False,
         test_with_strategy: bool = True,
+        init_weights: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["predictor", "loss", "optimizer", "lr_scheduler"])
@@ -66,6 +71,19 @@ class VideoDepthTask(L.LightningModule):
         self.eval_metrics = nn.ModuleDict()
         self._eval_names: list[str] = []
         self._eval_sizes: list[tuple[int, int] | None] = []
+        if init_weights is not None:
+            self.load_weights(init_weights)
+
+    def load_weights(self, path: str) -> None:
+        """Initialise from the weights of a vdf run's checkpoint (strict; errors name the file)."""
+        from vdf.models.weights import load_weights
+
+        load_weights(
+            self,
+            path,
+            "init_weights",
+            f"A checkpoint of an earlier vdf run of {type(self).__name__} (runs/<name>/version_N/checkpoints/last.ckpt)",
+        )
 
     # -- model side ---------------------------------------------------------------------------
     def forward(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,28 +29,18 @@ class LatentDiffusionTask(VideoDepthTask):
         predictor: the latent diffusion predictor (its denoiser's VAE and image encoder are frozen).
         per_frame_levels: draw an independent training noise level per frame (ChronoDepth)
             instead of one per clip.
-        init_weights: a Lightning checkpoint whose weights initialise the model (the previous
-            training stage); optimiser state is not taken.
-        **kwargs: `VideoDepthTask`'s arguments (optimiser, schedule, evaluation).
+        **kwargs: `VideoDepthTask`'s arguments (optimiser, schedule, evaluation, ``init_weights``:
+            the previous training stage's checkpoint).
     """
 
     def __init__(
         self,
         predictor: LatentDiffusionPredictor,
         per_frame_levels: bool = False,
-        init_weights: str | None = None,
         **kwargs,
     ):
         super().__init__(predictor=predictor, **kwargs)
         self.per_frame_levels = per_frame_levels
-        if init_weights is not None:
-            self.load_weights(init_weights)
-
-    def load_weights(self, path: str) -> None:
-        """Initialise from a Lightning checkpoint's weights (strict; errors name the file)."""
-        from vdf.models.weights import load_weights
-
-        load_weights(self, path, "init_weights", "The previous stage's checkpoint (checkpoints/last.ckpt of its run)")
 
     # -- cost accounting ------------------------------------------------------------------------
     def _eval_step(
