@@ -25,3 +25,30 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     """Run in an empty working directory so that runs/ and checkpoints land in tmp_path."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# -- the suite leaves the checkout as it found it ---------------------------------------------------
+def pytest_sessionstart(session):
+    from checkout import changed_paths
+
+    session.config._vdf_checkout_before = changed_paths(ROOT)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from checkout import changed_paths
+
+    before = getattr(session.config, "_vdf_checkout_before", None)
+    after = changed_paths(ROOT) if before is not None else None
+    written = sorted(after - before) if after is not None else []
+    session.config._vdf_checkout_written = written
+    if written:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    written = getattr(config, "_vdf_checkout_written", [])
+    if written:
+        terminalreporter.section("the tests wrote into the checkout", red=True)
+        for path in written[:20]:
+            terminalreporter.write_line(f"  {path}")
+        terminalreporter.write_line("every test must work in a temporary folder (the in_tmp_cwd fixture, tmp_path)")

@@ -1,6 +1,7 @@
 """The documentation site builds with warnings as errors (`mkdocs build --strict`), as in CI."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,23 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "recipes" / "flashdepth_temporal" / "index.html").is_file()
+    # Links to repository files outside docs/ would lead nowhere on the site: the hook made them text.
+    for page in (tmp_path / "site").rglob("*.html"):
+        targets = re.findall(r'href="([^"]+)"', page.read_text())
+        dead = [t for t in targets if t.startswith("/configs/") or t.endswith((".yaml", ".yml", ".py"))]
+        assert not dead, (page, dead)
+
+
+def test_repository_links_become_text_or_repository_urls():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        from mkdocs_hooks import repository_links
+    finally:
+        sys.path.pop(0)
+    page = "See [`configs/dav2.yaml`](/configs/dav2.yaml), [the page](other.md) and [gone](/configs/none.yaml)."
+    assert repository_links(page) == "See `configs/dav2.yaml`, [the page](other.md) and [gone](/configs/none.yaml)."
+    linked = repository_links(page, "https://example.org/vdf")
+    assert "[`configs/dav2.yaml`](https://example.org/vdf/blob/main/configs/dav2.yaml)" in linked
 
 
 def test_every_page_is_in_the_nav():

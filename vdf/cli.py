@@ -57,6 +57,13 @@ class VDFCLI(LightningCLI):
             self.save_config_callback = None
         return super().instantiate_trainer(**kwargs)
 
+    def after_fit(self) -> None:
+        # The path the README's next commands (validate, test, predict --ckpt_path) take.
+        callback = self.trainer.checkpoint_callback
+        last = getattr(callback, "last_model_path", "") if callback is not None else ""
+        if last and self.trainer.is_global_zero:
+            print(f"vdf: the run's last checkpoint: {last}", file=sys.stderr)
+
     def _run_subcommand(self, subcommand: str) -> None:
         config = self.config[subcommand]
         if subcommand in ("validate", "test", "predict"):
