@@ -132,3 +132,25 @@ def test_predict_datasets_are_written_when_an_output_folder_is_given(tmp_path):
         with np.load(tmp_path / "out" / f"{name}.npz") as npz:
             assert npz["disparity"].shape == (5, 32, 48)
         assert len(list((tmp_path / "out" / f"{name}_png16").iterdir())) == 5
+
+
+def test_one_file_without_output_writes_beside_it_at_the_strided_frame_rate(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_episodes(SyntheticWorld(num_episodes=1, num_frames=8, height=32, width=48, seed=5), tmp_path / "in", fps=10)
+    clip = tmp_path / "in" / "episode_00000.mp4"
+    main(["predict", *TINY, "--input", str(clip), "--data.stride", "2"])
+    out = tmp_path / "in" / "episode_00000_depth"
+    assert outputs_complete(out, "episode_00000")
+    manifest = json.loads((out / "episode_00000.json").read_text())
+    # Every second frame of a 10 fps video: the depth video plays at 5 fps, at the source's speed.
+    assert manifest["frames"] == 4 and manifest["fps"] == pytest.approx(5.0)
+    err = capsys.readouterr().err
+    assert f"writing to {out}" in err and "[start] " in err and ": 4 frames" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_progress_gives_the_total_and_an_eta():
+    from vdf.callbacks.prediction_writer import _progress
+
+    assert _progress(100, 1000, 10.0) == "100/1000 frames (10%), 10.0 frames/s, ETA 1:30"
+    assert _progress(5, None, 1.0) == "5 frames, 5.0 frames/s"

@@ -31,3 +31,11 @@ def test_fit_logs_scalars_and_a_depth_grid_to_tensorboard(in_tmp_cwd):
     image = events.Images("val/depth")[0]
     # Rows are frames (up to 4 of a 4-frame clip), columns RGB | GT | prediction of 32x48 frames.
     assert (image.height, image.width) == (4 * 32, 3 * 48)
+    # The depth video of the same clip: an animated GIF with every frame, RGB | GT | prediction.
+    import io
+
+    from PIL import Image
+
+    assert "val/depth_video" in events.Tags()["images"]
+    gif = Image.open(io.BytesIO(events.Images("val/depth_video")[0].encoded_image_string))
+    assert gif.format == "GIF" and gif.n_frames == 4 and gif.size == (3 * 48, 32)

@@ -36,8 +36,18 @@ class VDFCLI(LightningCLI):
         # `vdf predict --input DIR --output DIR [--overwrite]`: short aliases of the datamodule's
         # folder input and of the prediction writer (a callback, idle outside predict).
         parser.add_lightning_class_args(DepthPredictionWriter, "writer")
-        parser.add_argument("--input", type=Optional[str], default=None, help="folder of videos for predict")
-        parser.add_argument("--output", type=Optional[str], default=None, help="output folder for predict")
+        parser.add_argument(
+            "--input",
+            type=Optional[str],
+            default=None,
+            help="predict: a video, an image-sequence folder or a folder of them",
+        )
+        parser.add_argument(
+            "--output",
+            type=Optional[str],
+            default=None,
+            help="predict: output folder (default: beside the input, <name>_depth)",
+        )
         parser.add_argument("--overwrite", type=bool, default=False, help="predict: redo complete outputs")
         parser.link_arguments("input", "data.predict_input")
         parser.link_arguments("output", "writer.output_dir")

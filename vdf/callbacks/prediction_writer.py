@@ -24,7 +24,8 @@ class DepthPredictionWriter(L.Callback):
     """Writes what ``vdf predict`` predicts (``--output``, ``--overwrite`` are aliases).
 
     Args:
-        output_dir: folder for the outputs (created); required by ``vdf predict``.
+        output_dir: folder for the outputs (created); ``vdf predict`` without ``--output`` writes
+            beside its input (``clip.mp4`` -> ``clip_depth/``, ``videos/`` -> ``videos_depth/``).
         overwrite: redo videos whose outputs are already complete (otherwise they are skipped).
         npz: write ``<name>.npz`` (float16 disparity ``(T,H,W)`` and ``frame_index``).
         png16: write ``<name>_png16/`` 16-bit PNG frames (video-wide min-max in the manifest).
@@ -78,10 +79,14 @@ class DepthPredictionWriter(L.Callback):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results = []
         if self.output_dir is None:
-            dm = trainer.datamodule
-            if getattr(dm, "predict_input", None) is not None:
-                raise ValueError("vdf predict --input needs an output folder: add --output DIR")
-            return  # predictions of the predict datasets are returned, not written
+            source = getattr(trainer.datamodule, "predict_input", None)
+            if source is None:
+                return  # predictions of the predict datasets are returned, not written
+            # No --output: a folder beside the input (clip.mp4 -> clip_depth/, videos/ -> videos_depth/).
+            path = Path(source)
+            stem = path.stem if path.is_file() else path.name
+            self.output_dir = str(path.resolve().with_name(f"{stem}_depth"))
+            self._say(f"writing to {self.output_dir} (--output chooses another folder)")
         if self.source is None:
             self.source = _module_source(pl_module, trainer)
         out = Path(self.output_dir)
@@ -130,7 +135,10 @@ class DepthPredictionWriter(L.Callback):
         def describe() -> tuple[float | None, dict[str, Any]]:
             info = source.probe()  # raises VideoInputError for an unreadable input
             rule = prediction.resolution
-            return info.fps, {
+            # Every stride-th frame is written: the output plays at the source's speed.
+            fps = info.fps / source.stride if info.fps else None
+            return fps, {
+                "total_frames": source.num_frames,
                 "resolution": [info.out_height, info.out_width],
                 "source_resolution": [info.height, info.width],
                 "inference_resolution": list(rule.size(info.out_height, info.out_width)),
@@ -177,6 +185,8 @@ class DepthPredictionWriter(L.Callback):
         count = 0
         try:
             fps, fields = describe()
+            total = fields.pop("total_frames", None)
+            self._say(f"[start] {label}: {total if total else 'an unknown number of'} frames")
             space = getattr(pl_module, "output_space", "disparity")
             with DepthVideoWriter(out_dir, name, self.options, fps=fps, space=space) as writer:
                 last_report = start
@@ -185,7 +195,7 @@ class DepthPredictionWriter(L.Callback):
                     count += 1
                     now = time.perf_counter()
                     if now - last_report > 5.0:
-                        self._say(f"  {name}: {count} frames, {count / (now - start):.1f} frames/s")
+                        self._say(f"  {name}: {_progress(count, total, now - start)}")
                         last_report = now
                 if count == 0:
                     raise ValueError("no frames to predict (check start_frame / max_frames)")
@@ -218,6 +228,16 @@ class DepthPredictionWriter(L.Callback):
             return
         self._run.save()
         self._say(summary_table(self.results))
+
+
+def _progress(count: int, total: int | None, seconds: float) -> str:
+    """``"120/1000 frames (12%), 14.2 frames/s, ETA 1:02"`` (without the total when unknown)."""
+    rate = count / max(seconds, 1e-9)
+    if not total:
+        return f"{count} frames, {rate:.1f} frames/s"
+    left = max(0, total - count) / max(rate, 1e-9)
+    minutes, secs = divmod(round(left), 60)
+    return f"{count}/{total} frames ({100 * count / total:.0f}%), {rate:.1f} frames/s, ETA {minutes}:{secs:02d}"
 
 
 def _recorded_source(manifest: Path) -> dict[str, Any] | None:

@@ -56,7 +56,8 @@ class VideoDepthDataModule(L.LightningDataModule):
             is converted exactly (`vdf.metrics.protocol`).
         num_workers: dataloader worker processes.
         seed: seed of the training sampler (deterministic per seed and epoch).
-        predict_input: a folder of videos and image sequences for ``vdf predict`` (``--input``);
+        predict_input: a video file, an image-sequence folder, or a folder of videos and image
+            sequences for ``vdf predict`` (``--input``);
             each becomes one streamed `VideoSource` instead of the ``predict`` datasets.
         predict_glob: only inputs whose path relative to ``predict_input`` matches this glob.
         max_size: cap on the long side of decoded frames (downscale only).
@@ -207,8 +208,10 @@ class VideoDepthDataModule(L.LightningDataModule):
     def video_sources(self) -> list[VideoSource]:
         """The inputs found under ``predict_input``, one lazily read `VideoSource` each."""
         root = Path(self.predict_input)
+        if root.is_file():  # one video named on its own
+            return [VideoSource(root, name=output_name(root, root.parent), **self.video_options)]
         if not root.is_dir():
-            raise FileNotFoundError(f"predict input folder {str(root)!r} does not exist or is not a folder")
+            raise FileNotFoundError(f"predict input {str(root)!r} does not exist (a video file or a folder)")
         paths = find_inputs(root, glob=self.predict_glob)
         if not paths:
             raise FileNotFoundError(
