@@ -18,6 +18,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from vdf.callbacks.interrupt import GracefulInterrupt
 from vdf.callbacks.prediction_writer import DepthPredictionWriter
 from vdf.callbacks.results import TestResultsWriter
 from vdf.callbacks.visualization import DepthVisualizer
@@ -418,6 +419,7 @@ def cli_options(run: str = DEFAULT_RUN_NAME) -> dict:
                 LearningRateMonitor(logging_interval="step"),
                 DepthVisualizer(),
                 TestResultsWriter(),
+                GracefulInterrupt(),
             ],
             "use_distributed_sampler": False,
         },

@@ -61,6 +61,11 @@ class ResumableDataLoader(DataLoader):
             self._consumed += 1
             yield batch
 
+    def rewind(self, consumed: int) -> None:
+        """Count only ``consumed`` batches of this epoch as used: a run interrupted inside a step
+        saves the position of its last completed step, and the interrupted batch is redone."""
+        self._consumed = min(self._consumed, consumed)
+
     def state_dict(self) -> dict[str, Any]:
         """The batch sampler's state with the consumer's position (see the class docstring)."""
         state = dict(self.batch_sampler.state_dict())
