@@ -179,3 +179,30 @@ def test_validation_metrics_are_synchronised_over_ranks(runs):
         for key in ("val/abs_rel", "val/delta1", "val/rmse"):
             assert metrics[key] == pytest.approx(single[key], rel=1e-6, abs=1e-6), f"rank {rank} {key}"
     assert runs["validate"][0]["metrics"] == runs["validate"][1]["metrics"]
+
+
+def test_predict_on_two_ranks_writes_each_video_once_as_one_rank_does(tmp_path):
+    """Multi-GPU predict (gloo, 2 CPU processes): videos are sharded over ranks, each written once,
+    one merged run manifest, and the outputs are those of one process."""
+    import json
+
+    import numpy as np
+
+    from vdf.io import outputs_complete, write_episodes
+
+    inputs = tmp_path / "videos"
+    write_episodes(SyntheticWorld(num_episodes=3, num_frames=4, height=32, width=48, seed=11), inputs)
+    args = ["predict", *COMMON, "--input", str(inputs)]
+    _vdf([*args, "--output", str(tmp_path / "one")], tmp_path / "run_one")
+    _vdf([*args, *DDP, "--output", str(tmp_path / "two")], tmp_path / "run_two")
+    names = [f"episode_{i:05d}" for i in range(3)]
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert sorted(v["name"] for v in manifest["videos"]) == names
+    assert {v["status"] for v in manifest["videos"]} == {"ok"}
+    # Rank 0 took videos 0 and 2, rank 1 video 1: each video was written by one process.
+    assert {v["name"]: v["rank"] for v in manifest["videos"]} == dict(zip(names, [0, 1, 0]))
+    assert not any(p.name.startswith(".") for p in (tmp_path / "two").iterdir()), "rank records are merged away"
+    for name in names:
+        assert outputs_complete(tmp_path / "two", name)
+        with np.load(tmp_path / "one" / f"{name}.npz") as a, np.load(tmp_path / "two" / f"{name}.npz") as b:
+            assert np.array_equal(a["disparity"], b["disparity"])

@@ -134,7 +134,9 @@ def test_sigterm_mid_video_keeps_finished_videos_and_the_next_run_completes(tmp_
     run = json.loads((out / "manifest.json").read_text())
     assert [v["name"] for v in run["videos"] if v["status"] == "ok"] == ["episode_00000"]
 
-    again = subprocess.run([sys.executable, "-m", "vdf", *args], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    again = subprocess.run(
+        [sys.executable, "-m", "vdf", *args], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert outputs_complete(out, "episode_00001")
     with np.load(out / "episode_00001.npz") as npz:

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 
 from vdf.io import DepthVideoWriter, OutputOptions, RunManifest, clean_partial, outputs_complete
+from vdf.io.manifest import RUN_MANIFEST_NAME
 from vdf.predictors.video import VideoPrediction
 
 
@@ -98,8 +99,14 @@ class DepthPredictionWriter(L.Callback):
                 f"{_say_source(self.source)}. Write to another --output, or pass --overwrite true to replace them"
             )
         out.mkdir(parents=True, exist_ok=True)
+        # Several ranks each keep their own record (no two processes write one file); rank 0
+        # merges them into manifest.json at the end.
+        filename = f".manifest.rank{trainer.global_rank}.json" if trainer.world_size > 1 else RUN_MANIFEST_NAME
+        self._rank = trainer.global_rank if trainer.world_size > 1 else None
         self._run = RunManifest(
             self.output_dir,
+            filename=filename,
+            resume=trainer.world_size == 1,
             info={
                 "model": type(pl_module).__name__,
                 "strategy": _describe(getattr(getattr(pl_module, "predictor", None), "strategy", None)),
@@ -125,6 +132,8 @@ class DepthPredictionWriter(L.Callback):
             self._write_clips(outputs, batch, pl_module)
 
     def _record(self, name: str, status: str, **info: Any) -> None:
+        if getattr(self, "_rank", None) is not None:
+            info["rank"] = self._rank  # which process wrote it (multi-GPU predict)
         self.results.append({"name": name, "status": status, **info})
         assert self._run is not None
         self._run.add_result(name, status, info)
@@ -227,7 +236,30 @@ class DepthPredictionWriter(L.Callback):
         if self._run is None:
             return
         self._run.save()
+        if trainer.world_size > 1:
+            self._merge_ranks(trainer)
+            if not trainer.is_global_zero:
+                return
         self._say(summary_table(self.results))
+
+    def _merge_ranks(self, trainer: L.Trainer) -> None:
+        """Rank 0 folds every rank's record into ``manifest.json`` (and the summary) once all are done."""
+        trainer.strategy.barrier("vdf-predict-manifests")
+        if trainer.is_global_zero:
+            out = Path(self.output_dir)
+            ranks = [out / f".manifest.rank{r}.json" for r in range(trainer.world_size)]
+            records = [RunManifest(out, filename=p.name) for p in ranks]
+            run = RunManifest(out, info=self._run.info, autosave=False)
+            run.merge(records)
+            run.save()
+            self.results = [
+                {k: v for k, v in entry.items() if k != "updated"}
+                for record in records
+                for entry in record.videos.values()
+            ]
+            for path in ranks:
+                path.unlink(missing_ok=True)
+        trainer.strategy.barrier("vdf-predict-merged")
 
 
 def _progress(count: int, total: int | None, seconds: float) -> str:

@@ -224,4 +224,10 @@ class VideoDepthDataModule(L.LightningDataModule):
         if self.predict_input is None:
             return self._eval_loaders("predict")
         # One video per step, handed over unread: the task streams it through its strategy.
-        return DataLoader(self.video_sources(), batch_size=None, shuffle=False, collate_fn=_identity)
+        sources = self.video_sources()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # Several processes (multi-GPU predict): each takes every world_size-th video, so each
+            # video is predicted and written by exactly one rank.
+            sources = sources[trainer.global_rank :: trainer.world_size]
+        return DataLoader(sources, batch_size=None, shuffle=False, collate_fn=_identity)

@@ -43,13 +43,20 @@ class RunManifest:
         resume: when ``manifest.json`` already exists, keep its video entries (a resumed run then
             records only what changed); otherwise start empty.
         autosave: save after every ``add_result``, so a killed run still leaves an up-to-date record.
+        filename: the file in ``out_dir`` (each rank of a multi-process predict keeps its own,
+            merged with `merge` at the end).
     """
 
     def __init__(
-        self, out_dir: str | os.PathLike, info: dict[str, Any] | None = None, resume: bool = True, autosave: bool = True
+        self,
+        out_dir: str | os.PathLike,
+        info: dict[str, Any] | None = None,
+        resume: bool = True,
+        autosave: bool = True,
+        filename: str = RUN_MANIFEST_NAME,
     ):
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / RUN_MANIFEST_NAME
+        self.path = self.out_dir / filename
         self.info: dict[str, Any] = dict(info or {})
         self.autosave = autosave
         self.created = _now()
@@ -95,6 +102,13 @@ class RunManifest:
             "counts": self.counts,
             "videos": list(self.videos.values()),
         }
+
+    def merge(self, others: list[RunManifest]) -> None:
+        """Take the video entries of ``others`` (e.g. the ranks' manifests of one run), in order."""
+        for other in others:
+            for name, entry in other.videos.items():
+                self.videos.pop(name, None)
+                self.videos[name] = entry
 
     def save(self) -> Path:
         """Write ``manifest.json`` atomically; returns its path."""
