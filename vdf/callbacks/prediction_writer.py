@@ -84,6 +84,10 @@ class DepthPredictionWriter(L.Callback):
             if source is None:
                 return  # predictions of the predict datasets are returned, not written
             # No --output: a folder beside the input (clip.mp4 -> clip_depth/, videos/ -> videos_depth/).
+            from vdf.io.live import is_live_input
+
+            if is_live_input(source):
+                raise ValueError(f"a live input ({source}) needs an output folder: add --output DIR")
             path = Path(source)
             stem = path.stem if path.is_file() else path.name
             self.output_dir = str(path.resolve().with_name(f"{stem}_depth"))
@@ -154,7 +158,8 @@ class DepthPredictionWriter(L.Callback):
                 "resolution_rule": rule.describe(),
             }
 
-        self._write(source.name, str(source.path), describe, iter(prediction), prediction.strategy, pl_module)
+        live = getattr(source, "spec", None) is not None  # a LiveSource: camera, stream URL or pipe
+        self._write(source.name, str(source.path), describe, iter(prediction), prediction.strategy, pl_module, live)
 
     def _write_clips(self, outputs: dict[str, Any], batch: dict[str, Any], pl_module: L.LightningModule) -> None:
         """Predictions of the ``predict`` datasets (whole decoded sequences, one per batch item)."""
@@ -171,11 +176,22 @@ class DepthPredictionWriter(L.Callback):
             label = (meta.get("paths") or [f"{meta.get('dataset')}/{meta.get('sequence')}"])[0]
             self._write(name, label, lambda: (None, shape), frames, pl_module.predictor.strategy, pl_module)
 
-    def _write(self, name: str, label: str, describe, frames, strategy: Any, pl_module: L.LightningModule) -> None:
+    def _write(
+        self,
+        name: str,
+        label: str,
+        describe,
+        frames,
+        strategy: Any,
+        pl_module: L.LightningModule,
+        live: bool = False,
+    ) -> None:
         """Stream ``(frame_index, disparity (H,W), rgb (3,H,W))`` into the outputs of ``name``.
 
         ``describe()`` returns ``(fps or None, manifest fields)`` and may raise for a bad input.
         Errors are reported with ``label`` (the input's path) and recorded; the run goes on.
+        ``live``: the input has no end of its own (camera, stream): an interruption (Ctrl-C,
+        SIGTERM) completes the outputs with the frames so far before the run stops.
         """
         out_dir = Path(self.output_dir)
         if not self.overwrite and outputs_complete(out_dir, name):
@@ -192,6 +208,7 @@ class DepthPredictionWriter(L.Callback):
         clean_partial(out_dir, name)
         start = time.perf_counter()
         count = 0
+        interrupted: KeyboardInterrupt | None = None
         try:
             fps, fields = describe()
             total = fields.pop("total_frames", None)
@@ -199,13 +216,18 @@ class DepthPredictionWriter(L.Callback):
             space = getattr(pl_module, "output_space", "disparity")
             with DepthVideoWriter(out_dir, name, self.options, fps=fps, space=space) as writer:
                 last_report = start
-                for index, disparity, rgb in frames:
-                    writer.add(index, disparity.cpu(), rgb.cpu() if self.options.side_by_side else None)
-                    count += 1
-                    now = time.perf_counter()
-                    if now - last_report > 5.0:
-                        self._say(f"  {name}: {_progress(count, total, now - start)}")
-                        last_report = now
+                try:
+                    for index, disparity, rgb in frames:
+                        writer.add(index, disparity.cpu(), rgb.cpu() if self.options.side_by_side else None)
+                        count += 1
+                        now = time.perf_counter()
+                        if now - last_report > 5.0:
+                            self._say(f"  {name}: {_progress(count, total, now - start)}")
+                            last_report = now
+                except KeyboardInterrupt as stop:
+                    if not live:
+                        raise  # a file is redone whole by the next run
+                    interrupted = stop
                 if count == 0:
                     raise ValueError("no frames to predict (check start_frame / max_frames)")
                 seconds = time.perf_counter() - start
@@ -217,6 +239,7 @@ class DepthPredictionWriter(L.Callback):
                         "strategy": _describe(strategy),
                         **fields,
                         "timing": {"seconds": seconds, "frames_per_second": count / max(seconds, 1e-9)},
+                        **({"stopped_by": str(interrupted) or "Ctrl-C"} if interrupted is not None else {}),
                     }
                 )
         except (ValueError, RuntimeError, OSError) as error:
@@ -231,6 +254,9 @@ class DepthPredictionWriter(L.Callback):
         fps = count / max(seconds, 1e-9)
         self._say(f"[done] {label}: {count} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
         self._record(name, "ok", input=label, frames=count, seconds=seconds, frames_per_second=fps)
+        if interrupted is not None:
+            self._run.save()
+            raise interrupted
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._run is None:

@@ -13,6 +13,7 @@ from vdf.data.datasets.mixed import MixedVideoDataset
 from vdf.data.loader import ResumableDataLoader
 from vdf.data.sampler import MixedLengthBatchSampler
 from vdf.io import VideoSource, find_inputs, output_name
+from vdf.io.live import LiveSource, is_live_input
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -56,8 +57,9 @@ class VideoDepthDataModule(L.LightningDataModule):
             is converted exactly (`vdf.metrics.protocol`).
         num_workers: dataloader worker processes.
         seed: seed of the training sampler (deterministic per seed and epoch).
-        predict_input: a video file, an image-sequence folder, or a folder of videos and image
-            sequences for ``vdf predict`` (``--input``);
+        predict_input: a video file, an image-sequence folder, a folder of videos and image
+            sequences, or a live input (``-`` for stdin, a stream URL, a camera such as
+            ``/dev/video0``: `vdf.io.live`) for ``vdf predict`` (``--input``);
             each becomes one streamed `VideoSource` instead of the ``predict`` datasets.
         predict_glob: only inputs whose path relative to ``predict_input`` matches this glob.
         max_size: cap on the long side of decoded frames (downscale only).
@@ -65,6 +67,8 @@ class VideoDepthDataModule(L.LightningDataModule):
         stride: predict every ``stride``-th frame of each input video.
         max_frames: predict at most this many frames per video.
         start_frame: first frame of each video to predict.
+        live_format: FFmpeg input format of a live ``predict_input`` (``v4l2`` by default for
+            ``/dev/video*``; e.g. ``mpegts`` for a pipe, ``avfoundation`` for a Mac camera).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         stride: int = 1,
         max_frames: int | None = None,
         start_frame: int = 0,
+        live_format: str | None = None,
     ):
         super().__init__()
         self.datasets: dict[str, list[VideoDepthDataset]] = {
@@ -127,6 +132,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         self.seed = seed
         self.predict_input = predict_input
         self.predict_glob = predict_glob
+        self.live_format = live_format
         self.video_options = dict(
             max_size=max_size,
             size_multiple=size_multiple,
@@ -207,6 +213,8 @@ class VideoDepthDataModule(L.LightningDataModule):
 
     def video_sources(self) -> list[VideoSource]:
         """The inputs found under ``predict_input``, one lazily read `VideoSource` each."""
+        if is_live_input(self.predict_input):  # stdin, a stream URL or a camera: read as it arrives
+            return [LiveSource(self.predict_input, live_format=self.live_format, **self.video_options)]
         root = Path(self.predict_input)
         if root.is_file():  # one video named on its own
             return [VideoSource(root, name=output_name(root, root.parent), **self.video_options)]

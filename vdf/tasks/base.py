@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from vdf.io import VideoSource
+from vdf.io.live import LiveSource
 from vdf.metrics import VideoDepthMetrics
 from vdf.predictors.base import Predictor
 from vdf.predictors.video import VideoPrediction
@@ -255,8 +256,8 @@ class VideoDepthTask(L.LightningModule):
         self._use_trainer_precision()
 
     def predict_step(self, batch: dict[str, Any] | VideoSource, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        if isinstance(batch, VideoSource):
-            # A video from `vdf predict --input`: returned unread; the writer streams it.
+        if isinstance(batch, (VideoSource, LiveSource)):
+            # A video (or live input) from `vdf predict --input`: returned unread; the writer streams it.
             return VideoPrediction(batch, self.predictor)
         disparity = torch.stack([self.predictor.run(v)[0] for v in batch["video"]])
         return {"disparity": disparity, "frame_index": batch["frame_index"], "meta": batch["meta"]}
