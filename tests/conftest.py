@@ -14,8 +14,10 @@ set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 settings.register_profile("vdf", database=DirectoryBasedExampleDatabase(os.path.join(_HYPOTHESIS_HOME, "examples")))
 settings.load_profile("vdf")
 
-# The suite runs on 2-core CI machines: one intra-op thread per worker avoids oversubscription.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The suite runs on 2-core CI machines, on one pytest-xdist worker per core (pyproject's addopts):
+# the cores are shared out between the workers' intra-op threads, so none is oversubscribed.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +33,8 @@ def in_tmp_cwd(tmp_path, monkeypatch):
 def pytest_sessionstart(session):
     from checkout import changed_paths
 
+    if hasattr(session.config, "workerinput"):
+        return  # the controller process checks the checkout for the whole run
     session.config._vdf_checkout_before = changed_paths(ROOT)
 
 
