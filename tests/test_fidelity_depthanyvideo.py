@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from fidelity import FIXTURES, Replay, load_case, max_relative_difference, noise_draws
@@ -88,18 +89,38 @@ def test_official_pipeline(case, shipped, monkeypatch):
     assert difference <= TOLERANCE
 
 
+def _official_steps_with_this_pillow(frame: torch.Tensor, max_resolution: int, multiple: int) -> torch.Tensor:
+    """The official preprocessing's steps replayed with the installed Pillow: sizes truncated
+    (``int(side * factor)``), PIL LANCZOS on uint8, then the centre crop to multiples (offsets
+    truncated). ``frame`` (3,H,W) uint8."""
+    from PIL import Image
+
+    h, w = frame.shape[-2:]
+    factor = min(max_resolution / max(h, w), 1.0)
+    sh, sw = int(h * factor), int(w * factor)
+    image = Image.fromarray(frame.permute(1, 2, 0).numpy().copy())
+    scaled = torch.from_numpy(np.array(image.resize((sw, sh), Image.LANCZOS))).permute(2, 0, 1)
+    ch, cw = sh // multiple * multiple, sw // multiple * multiple
+    top, left = int(0.5 * (sh - ch)), int(0.5 * (sw - cw))
+    return scaled[:, top : top + ch, left : left + cw]
+
+
 def test_preprocessing_equals_the_official_resize_and_crop():
     tensors, meta = load_case("depthanyvideo", "preprocessing")
     for i, (height, width, max_resolution, out_h, out_w) in enumerate(meta["cases"]):
         rule = CenterCropToMultiple(max_size=max_resolution, multiple=meta["multiple"], mode="lanczos")
         frame = tensors[f"input.{i}"].float() / 255
         assert rule.size(height, width) == (out_h, out_w)
-        ours = rule.prepare(frame[None], (out_h, out_w))[0]
-        assert torch.equal((ours * 255).round().to(torch.uint8), tensors[f"output.{i}"]), (
-            height,
-            width,
-            max_resolution,
-        )
+        ours = (rule.prepare(frame[None], (out_h, out_w))[0] * 255).round().to(torch.uint8)
+        expected = tensors[f"output.{i}"]
+        # Pillow's LANCZOS output changes between some releases (the fixture's case 4, a 2.6x
+        # downscale, differs by up to 8 levels between the Pillow that wrote it and 11.3 / 12.3).
+        # Where the installed Pillow disagrees with the fixture, the official steps are replayed
+        # with it and vdf must equal that replay exactly instead.
+        replay = _official_steps_with_this_pillow(tensors[f"input.{i}"], max_resolution, meta["multiple"])
+        if not torch.equal(replay, expected):
+            expected = replay
+        assert torch.equal(ours, expected), (height, width, max_resolution)
 
 
 def test_shift_is_read_from_the_hub_layout(tmp_path):
