@@ -258,8 +258,9 @@ def main(args: list[str] | None = None) -> VDFCLI:
     return VDFCLI(**cli_options(), args=args)
 
 
-#: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory) and ``vdf experiment``.
-TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment"}
+#: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory), ``vdf experiment`` and
+#: ``vdf download`` (the Hub weights a config names, fetched ahead of time).
+TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment", "download": "vdf.download"}
 
 
 def run(args: list[str] | None = None):
@@ -276,8 +277,8 @@ def entrypoint() -> None:
     """Console-script entry point (``vdf``): runs `main` on ``sys.argv``.
 
     The exit status is 1 when ``vdf predict`` could not process some input (each is reported with
-    its path and the reason; the others are still written). ``vdf bench`` and ``vdf experiment``
-    dispatch to `vdf.bench` and `vdf.experiment`.
+    its path and the reason; the others are still written). ``vdf bench``, ``vdf experiment`` and
+    ``vdf download`` dispatch to `vdf.bench`, `vdf.experiment` and `vdf.download`.
     """
     if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
         run(sys.argv[1:])
