@@ -3,8 +3,10 @@
 ``python -m vdf.data.demo --output demo_videos --episodes 3`` writes ``episode_XXXXX.mp4`` and
 ``episode_XXXXX_gt.npz`` (readable by `vdf.data.datasets.episodes.EpisodeFolder`; its ``depth``,
 ``intrinsics`` and ``cam_to_world`` also serve ``vdf predict``'s known depth and cameras).
-``--lidar 0.01`` adds ``episode_XXXXX_lidar/<frame:06d>.png``: 1% of the pixels' depth, drawn at
-random per frame, as 16-bit PNGs in millimetres (0 = no return), a stand-in for sparse LiDAR.
+``--lidar 0.01`` adds ``demo_lidar/episode_XXXXX/<frame:06d>.png`` (``--lidar_output``): 1% of
+the pixels' depth, drawn at random per frame, as 16-bit PNGs in millimetres (0 = no return), a
+stand-in for sparse LiDAR. It is kept out of ``output``, where a folder of PNGs would be taken
+for one more video.
 """
 
 from __future__ import annotations
@@ -44,15 +46,17 @@ def write_demo_videos(
     seed: int = 0,
     fps: int = 10,
     lidar: float = 0.0,
+    lidar_output: str = "demo_lidar",
 ) -> None:
     """Render ``episodes`` synthetic-world videos of ``frames`` frames into ``output``; with
-    ``lidar > 0``, also that fraction of each frame's depth as sparse 16-bit PNGs (millimetres)."""
+    ``lidar > 0``, also that fraction of each frame's depth as sparse 16-bit PNGs (millimetres)
+    into ``lidar_output/<name>/``."""
     world = SyntheticWorld(num_episodes=episodes, num_frames=frames, height=height, width=width, seed=seed)
     for path in write_episodes(world, output, fps=fps):
         print(path)
         if lidar > 0:
             name = path.name.removesuffix(".mp4")
-            print(write_sparse_depth(path.parent / f"{name}{GT_SUFFIX}", path.parent / f"{name}_lidar", lidar, seed))
+            print(write_sparse_depth(path.parent / f"{name}{GT_SUFFIX}", Path(lidar_output) / name, lidar, seed))
 
 
 if __name__ == "__main__":
