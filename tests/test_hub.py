@@ -153,3 +153,35 @@ def test_missing_entries_name_the_reference_and_the_cache(offline_cache, tmp_pat
     with pytest.raises(SystemExit):
         download(["--config", str(config)])
     assert "[error]" in capsys.readouterr().err
+
+
+def test_online_folders_fetch_their_json_and_one_weights_file(tmp_path, monkeypatch):
+    """Online, a folder reference lists the repository (a dry run) and fetches only what vdf reads;
+    when the Hub cannot be listed, the cache alone decides (no second round of retries)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # The library reads HF_HUB_OFFLINE once, at its first import (maybe under another test's setting).
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    calls = []
+    listing = [
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
+    ]
+
+    def fake_snapshot_download(repo_id, *, dry_run=False, allow_patterns=None, local_files_only=False, **kwargs):
+        if dry_run:
+            if repo_id == "acme/down":
+                raise ConnectionError("no network")
+            return [type("Info", (), {"filename": name}) for name in listing]
+        calls.append((repo_id, allow_patterns, local_files_only, kwargs["cache_dir"]))
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert resolve_source("hf://acme/svd/vae") == tmp_path / "snapshot" / "vae"
+    assert calls[-1] == ("acme/svd", listing[:2], False, str(tmp_path / "cache"))
+    resolve_source("hf://acme/down/vae")
+    assert calls[-1][0] == "acme/down" and calls[-1][2] is True

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -81,7 +81,7 @@ class DepthPredictionWriter(L.Callback):
         align_scale: float | None = None,
         align_shift: float | None = None,
         max_depth: float = 1000.0,
-        space: str | None = None,
+        space: Literal["depth", "disparity"] | None = None,
         point_clouds: bool = False,
         point_stride: int = 1,
         intrinsics: list[float] | None = None,

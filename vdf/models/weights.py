@@ -191,17 +191,23 @@ def _resolve_hub(text: str, cache_dir: str, offline: bool) -> str:
     common = dict(repo_id=ref.repo_id, revision=ref.revision, cache_dir=cache_dir)
     if ref.is_file:
         return hf_hub_download(filename=ref.path, local_files_only=offline, **common)
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
     prefix = f"{ref.path}/" if ref.path else ""
     patterns = [f"{prefix}*.json", f"{prefix}*.safetensors", f"{prefix}*.bin"]
+    local_only = offline
     if not offline:
         try:
             listing = snapshot_download(allow_patterns=patterns, dry_run=True, **common)
             patterns = _folder_selection([f.filename for f in listing], prefix) or patterns
-        except Exception:
-            # No listing (no network, Hub down, ...): the download below falls back on the cache
-            # and raises the library's own error when that does not hold the folder either.
-            pass
-    root = snapshot_download(allow_patterns=patterns, local_files_only=offline, **common)
+        except Exception as error:
+            cause = error.__cause__ or error
+            if isinstance(cause, (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError)):
+                raise cause from None
+            # The Hub cannot be listed (no network, Hub down): the cache decides, without a
+            # second round of the library's connection retries.
+            local_only = True
+    root = snapshot_download(allow_patterns=patterns, local_files_only=local_only, **common)
     return str(Path(root) / ref.path) if ref.path else root
 
 
@@ -230,8 +236,8 @@ def resolve_source(source: str | os.PathLike, what: str = "weights", where: str 
     cache, offline = hub_cache_dir(), hub_offline()
     try:
         return Path(_resolve_hub(str(ref), str(cache), offline))
-    except (LocalEntryNotFoundError, IncompleteSnapshotError) as error:
-        state = "HF_HUB_OFFLINE=1 forbids downloading it" if offline else f"it could not be downloaded ({error})"
+    except (LocalEntryNotFoundError, IncompleteSnapshotError):
+        state = "HF_HUB_OFFLINE=1 forbids downloading it" if offline else "the Hub could not be reached to download it"
         missing = f"{ref.path or 'the repository'} of {ref.repo_id}" + (f" at {ref.revision}" if ref.revision else "")
         message = (
             f"{what} {ref}: {missing} is not in the Hugging Face cache {cache} and {state}; "
