@@ -132,3 +132,30 @@ def test_metric_options_are_checked_before_any_work():
         DepthPredictionWriter(point_clouds=True, align_scale=1.0, align_shift=0.0)
     with pytest.raises(ValueError, match="both align_scale and align_shift"):
         DepthPredictionWriter(align_scale=1.0)
+
+
+def test_known_depth_sources_and_camera_files(tmp_path):
+    from vdf.io.known_depth import CameraSource, KnownDepth
+
+    depth = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) / 10
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    np.save(folder / "frame_7.npy", depth[0])
+    known = KnownDepth(folder)
+    assert np.array_equal(known(7), np.where(depth[0] > 0, depth[0], 0)) and known(0) is None
+    valid = np.ones_like(depth, dtype=bool)
+    valid[1, 0, 0] = False
+    np.savez(tmp_path / "k.npz", depth=depth[:, None], frame_index=np.array([4, 9]), valid=valid)
+    known = KnownDepth(tmp_path / "k.npz")
+    assert known(9)[0, 0] == 0 and known(9)[0, 1] == depth[1, 0, 1] and known(5) is None
+    poses = np.stack([np.eye(4), 2 * np.eye(4)])
+    np.savez(tmp_path / "cam.npz", cam_to_world=poses, intrinsics=np.eye(3), frame_index=np.array([4, 9]))
+    camera = CameraSource(tmp_path / "cam.npz")
+    assert np.array_equal(camera.get("cam_to_world", 9), poses[1]) and np.array_equal(
+        camera.get("intrinsics", 1), np.eye(3)
+    )
+    with pytest.raises(KeyError, match="frame 5"):
+        camera.get("cam_to_world", 5)
+    with pytest.raises(ValueError, match="no 'depth'"):
+        np.savez(tmp_path / "bad.npz", d=depth)
+        KnownDepth(tmp_path / "bad.npz")
