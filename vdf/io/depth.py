@@ -155,11 +155,10 @@ class _MappedFrames:
         if isinstance(key, tuple):
             return self[key[0]][key[1:]]
         if isinstance(key, slice):
-            return (
-                np.stack([self._fn(f) for f in self._frames[key]])
-                if len(range(*key.indices(self.shape[0])))
-                else (np.zeros((0, *self.shape[1:]), np.float32))
-            )
+            chunk = self._frames[key]
+            if not len(chunk):
+                return np.zeros((0, *self.shape[1:]), np.float32)
+            return np.stack([self._fn(f) for f in chunk])
         return self._fn(self._frames[key])
 
 
