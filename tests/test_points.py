@@ -38,8 +38,8 @@ def test_room_surfaces_agree_across_frames_in_world_coordinates(episode):
             plane = centre + (half[axis] if side else -half[axis])
             worst = max(worst, float(np.abs(on - plane).max()))
         assert (ids == FLOOR_ID).any()
-    # float32 ray casting and back-projection over a room of a few metres: ~1e-5 m.
-    assert worst < 2e-4, worst
+    # float32 ray casting and back-projection over a room of a few metres: about 1e-6 m.
+    assert worst < 1e-5, worst
 
 
 def test_static_objects_agree_across_frames(episode):
@@ -68,7 +68,7 @@ def test_static_objects_agree_across_frames(episode):
             worst = max(worst, float(np.abs(residual).max()))
             checked += 1
     assert checked >= 6
-    assert worst < 2e-4, worst
+    assert worst < 1e-5, worst  # about 1e-6 m, as for the room
 
 
 def test_ply_round_trip_and_intrinsics_scaling(tmp_path):
