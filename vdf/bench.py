@@ -47,7 +47,7 @@ import torch
 import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
 
-from vdf.models.weights import is_weights_argument
+from vdf.models.weights import is_hub_reference, is_weights_argument
 from vdf.predictors.resolution import run_at_resolution
 
 MB = 1024.0 * 1024.0
@@ -187,8 +187,8 @@ def _strategy_value(strategy: str) -> str:
 def weight_file_overrides(config_paths: list[str]) -> list[str]:
     """Arguments setting to null every weight file the configs name under ``model``: the
     arguments named ``weights`` or ``<part>_weights`` (`vdf.models.weights.is_weights_argument`)
-    with a path. Speed does not depend on the weights, and a benchmark should not need them
-    downloaded.
+    with a path, and any other Hub reference (a scheduler config). Speed does not depend on the
+    weights, and a benchmark should not need them downloaded.
 
     The nulls go in as one more ``--config`` (a YAML string), which merges into nested
     ``init_args`` exactly like a config file.
@@ -200,7 +200,7 @@ def weight_file_overrides(config_paths: list[str]) -> list[str]:
         hit = False
         if isinstance(node, dict):
             for key, value in node.items():
-                if isinstance(value, str) and is_weights_argument(str(key)):
+                if isinstance(value, str) and (is_weights_argument(str(key)) or is_hub_reference(value)):
                     out[key] = None
                     hit = True
                 elif isinstance(value, dict):

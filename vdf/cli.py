@@ -380,10 +380,11 @@ def config_files(args: list[str]) -> list[str]:
 #: ``vdf --help`` and each subcommand's usage line (jsonargparse's own lists every option, ~80 lines).
 MAIN_HELP = dict(
     description="vdf: train, evaluate, run and compare video depth models (a Lightning CLI).",
-    usage="vdf {fit,validate,test,predict,bench,experiment} --config CONFIG [--config OVERLAY ...] [--key value ...]",
+    usage="vdf {fit,validate,test,predict,bench,experiment,download} --config CONFIG [--config OVERLAY ...] [--key value ...]",
     epilog=(
         "Tools beside the Lightning subcommands: 'vdf bench CONFIG ...' measures speed and memory "
-        "(vdf bench --help), 'vdf experiment GRID' runs an ablation grid (vdf experiment --help). "
+        "(vdf bench --help), 'vdf experiment GRID' runs an ablation grid (vdf experiment --help), "
+        "'vdf download --config C' fetches the weights a config names from the Hugging Face Hub. "
         "Each subcommand's options: vdf SUBCOMMAND --help."
     ),
 )
@@ -436,8 +437,9 @@ def main(args: list[str] | None = None) -> VDFCLI:
     return VDFCLI(**cli_options(run_name(files) if files else DEFAULT_RUN_NAME), args=args)
 
 
-#: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory) and ``vdf experiment``.
-TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment"}
+#: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory), ``vdf experiment`` and
+#: ``vdf download`` (the Hub weights a config names, fetched ahead of time).
+TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment", "download": "vdf.download"}
 
 
 def run(args: list[str] | None = None):
@@ -454,8 +456,8 @@ def entrypoint() -> None:
     """Console-script entry point (``vdf``): runs `main` on ``sys.argv``.
 
     The exit status is 1 when ``vdf predict`` could not process some input (each is reported with
-    its path and the reason; the others are still written). ``vdf bench`` and ``vdf experiment``
-    dispatch to `vdf.bench` and `vdf.experiment`.
+    its path and the reason; the others are still written). ``vdf bench``, ``vdf experiment`` and
+    ``vdf download`` dispatch to `vdf.bench`, `vdf.experiment` and `vdf.download`.
     """
     if len(sys.argv) > 1 and sys.argv[1] in TOOLS:
         try:

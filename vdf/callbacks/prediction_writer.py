@@ -1,9 +1,14 @@
 """`DepthPredictionWriter`: the output side of ``vdf predict``.
 
 Consumes each video's lazy `VideoPrediction` frame by frame into a `DepthVideoWriter` (npz, PNG16,
-EXR, colourised mp4s, per-video manifest), skips videos whose outputs are complete, cleans what a
-killed run left half-written, keeps going when one input is bad, and ends with a summary table
-and the run's ``manifest.json``.
+EXR, colourised mp4s, point clouds, per-video manifest), skips videos whose outputs are complete,
+cleans what a killed run left half-written, keeps going when one input is bad, and ends with a
+summary table and the run's ``manifest.json``.
+
+Metric outputs: with known depth (sparse LiDAR or dense maps, `vdf.io.known_depth`) or a given
+scale and shift, each video's prediction is aligned with the metrics' own least-squares fit
+(`vdf.metrics.fit_alignment`, one scale and shift per video, in the model's native space) and
+written as depth in metres or disparity in 1/metres; the fit is recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -11,13 +16,17 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 
 from vdf.io import DepthVideoWriter, OutputOptions, RunManifest, clean_partial, outputs_complete
+from vdf.io.depth import MetricValues
+from vdf.io.known_depth import CameraSource, KnownDepth, known_path
 from vdf.io.manifest import RUN_MANIFEST_NAME
+from vdf.io.points import intrinsics_from_fov, scale_intrinsics
 from vdf.predictors.video import VideoPrediction
 
 
@@ -36,6 +45,25 @@ class DepthPredictionWriter(L.Callback):
         colormap: matplotlib colormap of the colourised videos.
         fps: frame rate of written videos when the input has none (image sequences).
         progress: print per-video progress (frames/s).
+        known_depth: known metric depth to align each video to: a folder of per-frame maps
+            (16-bit PNG, ``.npy``) or an ``.npz`` (`vdf.io.known_depth`); ``{name}`` is replaced by
+            the video's output name (``lidar/{name}``, ``demo_videos/{name}_gt.npz``).
+        known_depth_scale: metres per unit of 16-bit PNG maps (0.001: millimetres; KITTI 1/256).
+        align_scale: a given alignment instead of known depth: ``metric = align_scale * pred +
+            align_shift`` in the model's native space (disparity: 1/metres; depth: metres).
+        align_shift: see ``align_scale``.
+        max_depth: metres; known depth outside ``(1e-3, max_depth)`` is ignored and aligned depth
+            is clipped to ``[1e-3, max_depth]`` (as the metrics do).
+        space: what to write once aligned: ``depth`` (metres, the default then) or ``disparity``
+            (1/metres). Without an alignment the raw prediction is written, and this must be unset.
+        point_clouds: also write coloured point clouds of the aligned depth (``<name>_ply/``,
+            ``<name>_points.npz``); needs an alignment and intrinsics.
+        point_stride: every ``point_stride``-th pixel along both axes becomes a point.
+        intrinsics: ``[fx, fy, cx, cy]`` in pixels of the source frames (scaled to the written size).
+        fov: horizontal field of view in degrees, when the intrinsics are unknown.
+        camera: an ``.npz`` (``{name}`` allowed) with ``intrinsics`` (T,3,3) in source pixels and/or
+            ``cam_to_world`` (T,4,4) per frame (``demo_videos/{name}_gt.npz``); with poses the points
+            are in world coordinates.
     """
 
     def __init__(
@@ -50,7 +78,46 @@ class DepthPredictionWriter(L.Callback):
         colormap: str = "Spectral_r",
         fps: float = 24.0,
         progress: bool = True,
+        known_depth: str | None = None,
+        known_depth_scale: float = 0.001,
+        align_scale: float | None = None,
+        align_shift: float | None = None,
+        max_depth: float = 1000.0,
+        space: Literal["depth", "disparity"] | None = None,
+        point_clouds: bool = False,
+        point_stride: int = 1,
+        intrinsics: list[float] | None = None,
+        fov: float | None = None,
+        camera: str | None = None,
     ):
+        if (align_scale is None) != (align_shift is None):
+            raise ValueError("give both align_scale and align_shift (or neither)")
+        if known_depth is not None and align_scale is not None:
+            raise ValueError("align to known_depth or to a given align_scale / align_shift, not both")
+        aligned = known_depth is not None or align_scale is not None
+        if space not in (None, "depth", "disparity"):
+            raise ValueError(f"space must be 'depth' or 'disparity', got {space!r}")
+        if space is not None and not aligned:
+            raise ValueError(
+                "space: metric depth or disparity needs an alignment: give known_depth, or align_scale and align_shift"
+            )
+        if point_clouds and not aligned:
+            raise ValueError("point_clouds need metric depth: give known_depth, or align_scale and align_shift")
+        if point_clouds and intrinsics is None and fov is None and camera is None:
+            raise ValueError("point_clouds need intrinsics: give intrinsics [fx, fy, cx, cy], fov, or a camera file")
+        if intrinsics is not None and len(intrinsics) != 4:
+            raise ValueError(f"intrinsics are [fx, fy, cx, cy], got {intrinsics}")
+        if point_stride < 1:
+            raise ValueError(f"point_stride must be >= 1, got {point_stride}")
+        self.known_depth = known_depth
+        self.known_depth_scale = known_depth_scale
+        self.align_scale = align_scale
+        self.align_shift = align_shift
+        self.max_depth = max_depth
+        self.space = space or ("depth" if aligned else None)
+        self.intrinsics = intrinsics
+        self.fov = fov
+        self.camera = camera
         self.output_dir = output_dir
         self.overwrite = overwrite
         self.options = OutputOptions(
@@ -61,6 +128,8 @@ class DepthPredictionWriter(L.Callback):
             side_by_side=side_by_side,
             colormap=colormap,
             fps=fps,
+            point_clouds=point_clouds,
+            point_stride=point_stride,
         )
         self.progress = progress
         self.results: list[dict[str, Any]] = []
@@ -214,11 +283,15 @@ class DepthPredictionWriter(L.Callback):
             total = fields.pop("total_frames", None)
             self._say(f"[start] {label}: {total if total else 'an unknown number of'} frames")
             space = getattr(pl_module, "output_space", "disparity")
+            extras = _VideoExtras(self, name, space)
+            keep_rgb = self.options.side_by_side or self.options.point_clouds
             with DepthVideoWriter(out_dir, name, self.options, fps=fps, space=space) as writer:
                 last_report = start
                 try:
                     for index, disparity, rgb in frames:
-                        writer.add(index, disparity.cpu(), rgb.cpu() if self.options.side_by_side else None)
+                        disparity = disparity.cpu()
+                        writer.add(index, disparity, rgb.cpu() if keep_rgb else None)
+                        extras.add(index, disparity, tuple(fields.get("source_resolution") or disparity.shape[-2:]))
                         count += 1
                         now = time.perf_counter()
                         if now - last_report > 5.0:
@@ -240,9 +313,12 @@ class DepthPredictionWriter(L.Callback):
                         **fields,
                         "timing": {"seconds": seconds, "frames_per_second": count / max(seconds, 1e-9)},
                         **({"stopped_by": str(interrupted) or "Ctrl-C"} if interrupted is not None else {}),
-                    }
+                    },
+                    metric=extras.metric(),
+                    intrinsics=extras.intrinsics(),
+                    cam_to_world=extras.poses(),
                 )
-        except (ValueError, RuntimeError, OSError) as error:
+        except (ValueError, RuntimeError, OSError, KeyError) as error:
             # One bad input must not stop the others; the error line names the file and the cause.
             message = str(error)
             if not message.startswith(label):
@@ -330,6 +406,105 @@ def _module_source(pl_module: L.LightningModule, trainer: L.Trainer) -> dict[str
         "weights": [],
         "fingerprint": hashlib.sha256(identity.encode()).hexdigest()[:16],
     }
+
+
+class _VideoExtras:
+    """What one video's metric outputs need, gathered while its frames stream past: the
+    prediction at the pixels of known depth (for the fit) and each frame's camera."""
+
+    def __init__(self, writer: DepthPredictionWriter, name: str, native_space: str):
+        self.writer = writer
+        self.native = native_space
+        self.known = None
+        if writer.known_depth is not None:
+            self.known = KnownDepth(known_path(writer.known_depth, name), writer.known_depth_scale)
+        self.camera = CameraSource(known_path(writer.camera, name)) if writer.camera is not None else None
+        self.pred: list[np.ndarray] = []
+        self.gt: list[np.ndarray] = []
+        self.frames_with_depth = 0
+        self.K: list[np.ndarray] = []
+        self.cam_to_world: list[np.ndarray] = []
+
+    def add(self, index: int, disparity: torch.Tensor, source_hw: tuple[int, int]) -> None:
+        d = disparity.float().numpy().reshape(disparity.shape[-2:])
+        H, W = d.shape
+        if self.known is not None:
+            g = self.known(index)
+            rows, cols = np.nonzero(g > 0) if g is not None else ((), ())
+            if len(rows):
+                # A map of another size is matched pixel centre to pixel centre (nearest), so sparse
+                # points stay single points rather than being smeared by a resize.
+                h, w = g.shape
+                r = np.minimum(((rows + 0.5) * (H / h)).astype(np.int64), H - 1)
+                c = np.minimum(((cols + 0.5) * (W / w)).astype(np.int64), W - 1)
+                self.pred.append(d[r, c])
+                self.gt.append(g[rows, cols])
+                self.frames_with_depth += 1
+        if self.writer.options.point_clouds:
+            self.K.append(self._intrinsics(index, (H, W), source_hw))
+            pose = self.camera.get("cam_to_world", index) if self.camera is not None else None
+            if pose is not None:
+                self.cam_to_world.append(pose)
+
+    def _intrinsics(self, index: int, size: tuple[int, int], source_hw: tuple[int, int]) -> np.ndarray:
+        w = self.writer
+        if w.intrinsics is not None:
+            fx, fy, cx, cy = w.intrinsics
+            return scale_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), source_hw, size)
+        K = self.camera.get("intrinsics", index) if self.camera is not None else None
+        if K is not None:
+            return scale_intrinsics(K, source_hw, size)
+        if w.fov is None:
+            raise ValueError(f"camera file {self.camera.path} has no intrinsics: give intrinsics or fov as well")
+        return intrinsics_from_fov(w.fov, *size)
+
+    def metric(self) -> MetricValues | None:
+        """The alignment of the whole video, or None when none is asked for."""
+        from vdf.metrics import apply_alignment, fit_alignment
+
+        w = self.writer
+        if w.align_scale is not None:
+            scale, shift = float(w.align_scale), float(w.align_shift)
+            record: dict[str, Any] = {"method": "given scale and shift", "fit_space": self.native}
+        elif self.known is not None:
+            if not self.pred:
+                raise ValueError(f"known depth {self.known.path} has no depth for any predicted frame")
+            pred, gt = np.concatenate(self.pred), np.concatenate(self.gt)
+            # The metrics' own fit (one scale and shift for the whole video, float64, in the
+            # model's native space), on the known pixels as if they were the ground truth.
+            scale, shift = fit_alignment(pred[None, None], gt[None, None], w.max_depth, space=self.native)
+            used = (gt > 1e-3) & (gt < w.max_depth)
+            aligned = apply_alignment(pred[used], scale, shift, w.max_depth, self.native).numpy()
+            record = {
+                "method": "least squares to known depth (vdf.metrics.fit_alignment)",
+                "known_depth": str(self.known.path),
+                "fit_space": self.native,
+                "points": int(used.sum()),
+                "frames_with_known_depth": self.frames_with_depth,
+                "known_abs_rel": float(np.mean(np.abs(aligned - gt[used]) / gt[used])),
+            }
+            self.known.close()
+        else:
+            return None
+        record.update({"scale": scale, "shift": shift, "max_depth": w.max_depth})
+        native, max_depth = self.native, w.max_depth
+        return MetricValues(
+            # A copy: the raw frames are read-only buffers, which torch warns about.
+            to_depth=lambda raw: apply_alignment(np.array(raw), scale, shift, max_depth, native).numpy(),
+            space=w.space,
+            max_depth=max_depth,
+            record=record,
+        )
+
+    def intrinsics(self) -> np.ndarray | None:
+        return np.stack(self.K) if self.K else None
+
+    def poses(self) -> np.ndarray | None:
+        if not self.cam_to_world:
+            return None
+        if len(self.cam_to_world) != len(self.K):
+            raise ValueError(f"camera file {self.camera.path} has poses for some frames only")
+        return np.stack(self.cam_to_world)
 
 
 def _safe(text: str) -> str:

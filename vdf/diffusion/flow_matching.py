@@ -117,8 +117,9 @@ class FlowMatching(DiffusionObjective):
         training_shift: also shift the training levels (off by default).
         scheduler_config: a diffusers ``scheduler_config.json``, its folder, or a model folder in
             the Hugging Face layout (``<folder>/scheduler/scheduler_config.json``, e.g. Depth Any
-            Video's download). When the file exists its ``shift`` and ``num_train_timesteps``
-            replace the two arguments above.
+            Video's download), local or a Hub reference (``hf://hhyangcs/depth-any-video/scheduler``,
+            see `vdf.models.weights`; it must resolve). When the file exists its ``shift`` and
+            ``num_train_timesteps`` replace the two arguments above.
     """
 
     context_level = 0.0
@@ -132,6 +133,9 @@ class FlowMatching(DiffusionObjective):
         scheduler_config: str | None = None,
     ):
         if scheduler_config is not None:
+            from vdf.models.weights import resolve_source
+
+            scheduler_config = str(resolve_source(scheduler_config, "flow-matching scheduler config"))
             found = read_scheduler_config(scheduler_config)
             if found is None:
                 logger.info(

@@ -26,7 +26,13 @@ Outputs of video ``name`` (formats, normalisation and how to map values back: do
 | ``exr`` | ``<name>_exr/<frame_index:06d>.exr`` | float32 raw disparity, one channel ``Y`` |
 | ``depth_video`` | ``<name>_depth.mp4`` | colourised, 2nd-98th percentiles of the video |
 | ``side_by_side`` | ``<name>_side_by_side.mp4`` | RGB on the left, colourised depth on the right |
+| ``ply`` | ``<name>_ply/<frame_index:06d>.ply`` | coloured point cloud per frame, binary PLY (metric values only) |
+| ``points`` | ``<name>_points.npz`` | every frame's points: ``xyz`` float32 (N,3), ``rgb`` uint8 (N,3), ``offsets`` |
 | (manifest) | ``<name>.json`` | written last: normalisation ranges, outputs with sizes |
+
+By default the values are the raw prediction. ``finish(metric=MetricValues(...))`` writes metric
+values instead (depth in metres or disparity in 1/metres, after an alignment fitted on the whole
+video, which pass 1 makes possible) and enables the point clouds.
 """
 
 from __future__ import annotations
@@ -51,19 +57,21 @@ from vdf.io.atomic import fsync_dir, fsync_file, remove_path, tmp_base, tmp_name
 from vdf.io.codecs import ImageEncoder, encoder_available, video_codec, write_mp4
 from vdf.io.colour import DEPTH_VIDEO_PERCENTILES, colorize_disparity, lookup_table, robust_range
 from vdf.io.manifest import RUN_MANIFEST_NAME
+from vdf.io.points import depth_to_points, ply_bytes
 
 __all__ = [
     "FLOAT16_MAX",
     "OUTPUT_KINDS",
     "PNG16_MAX",
     "DepthVideoWriter",
+    "MetricValues",
     "OutputOptions",
     "clean_partial",
     "output_names",
     "outputs_complete",
 ]
 
-OUTPUT_KINDS = ("npz", "png16", "exr", "depth_video", "side_by_side")
+OUTPUT_KINDS = ("npz", "png16", "exr", "depth_video", "side_by_side", "ply", "points")
 PNG16_MAX = 65535
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _CHUNK_BYTES = 4 << 20  # npz member written in chunks of this size, whatever the video length
@@ -87,6 +95,10 @@ class OutputOptions:
         colormap: a matplotlib colormap name; ``Spectral_r`` draws near (large disparity) red and
             far blue, the convention of the depth papers' figures.
         fps: frame rate of the two videos when the writer is not given the source's.
+        point_clouds: ``<name>_ply/<frame_index:06d>.ply`` (binary, coloured) and
+            ``<name>_points.npz`` (all frames); needs metric values (``finish(metric=...)``) and
+            intrinsics, and the RGB of every frame.
+        point_stride: keep every ``point_stride``-th pixel along both axes in the point clouds.
     """
 
     npz: bool = True
@@ -96,10 +108,58 @@ class OutputOptions:
     side_by_side: bool = False
     colormap: str = "Spectral_r"
     fps: float = 24.0
+    point_clouds: bool = False
+    point_stride: int = 1
 
     def kinds(self) -> list[str]:
         """The requested output kinds, in ``OUTPUT_KINDS`` order."""
-        return [kind for kind in OUTPUT_KINDS if getattr(self, kind)]
+        wanted = {kind: bool(getattr(self, kind, False)) for kind in OUTPUT_KINDS}
+        wanted["ply"] = wanted["points"] = self.point_clouds
+        return [kind for kind in OUTPUT_KINDS if wanted[kind]]
+
+
+@dataclass
+class MetricValues:
+    """What the writer writes instead of the raw prediction: metric values, from a conversion
+    fitted on the whole video (e.g. `vdf.metrics.fit_alignment` to known depth).
+
+    Args:
+        to_depth: raw ``(H,W)`` float32 prediction -> metric depth ``(H,W)`` in metres, in
+            ``[1e-3, max_depth]`` (`vdf.metrics.apply_alignment`).
+        space: ``depth`` (metres, written as is) or ``disparity`` (``1 / depth``, in 1/metres).
+        max_depth: the conversion's depth clip; pixels at it (sky, clipped) get no point.
+        record: how the values were obtained, stored in the manifest under ``alignment``.
+    """
+
+    to_depth: Callable[[np.ndarray], np.ndarray]
+    space: str = "depth"
+    max_depth: float = 1000.0
+    record: dict[str, Any] | None = None
+
+    def values(self, raw: np.ndarray) -> np.ndarray:
+        depth = np.asarray(self.to_depth(raw), dtype=np.float64)
+        return (depth if self.space == "depth" else 1.0 / depth).astype(np.float32)
+
+
+class _MappedFrames:
+    """``(T,H,W)`` frames of another frame array passed through ``fn`` frame by frame."""
+
+    def __init__(self, frames: Any, fn: Callable[[np.ndarray], np.ndarray]):
+        self._frames, self._fn = frames, fn
+        self.shape = frames.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            return self[key[0]][key[1:]]
+        if isinstance(key, slice):
+            chunk = self._frames[key]
+            if not len(chunk):
+                return np.zeros((0, *self.shape[1:]), np.float32)
+            return np.stack([self._fn(f) for f in chunk])
+        return self._fn(self._frames[key])
 
 
 def output_names(name: str) -> dict[str, str]:
@@ -110,6 +170,8 @@ def output_names(name: str) -> dict[str, str]:
         "exr": f"{name}_exr",
         "depth_video": f"{name}_depth.mp4",
         "side_by_side": f"{name}_side_by_side.mp4",
+        "ply": f"{name}_ply",
+        "points": f"{name}_points.npz",
         "manifest": f"{name}.json",
     }
 
@@ -333,9 +395,10 @@ class DepthVideoWriter:
                 f"({FLOAT16_MAX:g}) used by the npz output; rescale the prediction or turn npz off"
             )
         image = None
-        if self.options.side_by_side:
+        if self.options.side_by_side or self.options.point_clouds:
             if rgb is None:
-                raise ValueError(f"{self.name}: side_by_side needs the rgb frame, frame {index} has none")
+                kind = "side_by_side" if self.options.side_by_side else "point_clouds"
+                raise ValueError(f"{self.name}: {kind} needs the rgb frame, frame {index} has none")
             image = _to_rgb_uint8(rgb)
             if image.shape[:2] != d.shape:
                 raise ValueError(f"{self.name}: rgb of frame {index} is {image.shape[:2]}, disparity {d.shape}")
@@ -353,8 +416,20 @@ class DepthVideoWriter:
 
     # ------------------------------------------------------------------ pass 2
 
-    def finish(self, manifest: dict[str, Any] | None = None) -> dict[str, str]:
+    def finish(
+        self,
+        manifest: dict[str, Any] | None = None,
+        metric: MetricValues | None = None,
+        intrinsics: np.ndarray | None = None,
+        cam_to_world: np.ndarray | None = None,
+    ) -> dict[str, str]:
         """Write every requested output, then ``<name>.json`` last; returns ``{kind: path}``.
+
+        ``metric`` turns the raw prediction into metric values (depth in metres or disparity in
+        1/metres) before anything is written; the manifest then records ``space``, ``units`` and
+        ``alignment``. The point clouds need it, and ``intrinsics`` ``(T,3,3)`` (or one ``(3,3)``)
+        in pixels of the written frames; with ``cam_to_world`` ``(T,4,4)`` their points are in world
+        coordinates, otherwise in each frame's camera coordinates.
 
         ``manifest`` holds the caller's facts (input, model, strategy, resolution, timing, ...); the
         writer adds ``name``, ``frames``, ``height``, ``width``, ``fps``, ``frame_index_range``,
@@ -369,20 +444,62 @@ class DepthVideoWriter:
         if not self._frame_index:
             self.abort()
             raise ValueError(f"{self.name}: no frame was added, nothing to write")
+        if self.options.point_clouds and (metric is None or intrinsics is None):
+            self.abort()
+            raise ValueError(
+                f"{self.name}: point clouds need metric values and intrinsics (finish(metric=..., intrinsics=...))"
+            )
         try:
-            return self._finish(dict(manifest or {}))
+            return self._finish(dict(manifest or {}), metric, intrinsics, cam_to_world)
         except BaseException:
             self.abort()
             raise
 
-    def _finish(self, manifest: dict[str, Any]) -> dict[str, str]:
+    def _finish(
+        self,
+        manifest: dict[str, Any],
+        metric: MetricValues | None,
+        intrinsics: np.ndarray | None,
+        cam_to_world: np.ndarray | None,
+    ) -> dict[str, str]:
         self._close_raw()
         T, (H, W) = len(self._frame_index), self._shape
         frame_index = np.frombuffer(self._frame_index, dtype=np.int64)
         disparity = _RawFrames(self._disparity_path, np.float32, (T, H, W))
-        rgb = _RawFrames(self._rgb_path, np.uint8, (T, H, W, 3)) if self.options.side_by_side else None
+        keep_rgb = self.options.side_by_side or self.options.point_clouds
+        rgb = _RawFrames(self._rgb_path, np.uint8, (T, H, W, 3)) if keep_rgb else None
         try:
-            written, normalisation, details = self._write_outputs(disparity, rgb, frame_index)
+            values: Any = disparity
+            if metric is not None:
+                if metric.space not in ("depth", "disparity"):
+                    raise ValueError(f"metric space must be 'depth' or 'disparity', got {metric.space!r}")
+                values = _MappedFrames(disparity, metric.values)
+                # The ranges the outputs normalise by are the written values'.
+                self._min, self._max = math.inf, -math.inf
+                for t in range(T):
+                    v = values[t]
+                    self._min, self._max = min(self._min, float(v.min())), max(self._max, float(v.max()))
+                self.space = metric.space
+                manifest.update({"units": "m" if metric.space == "depth" else "1/m", "alignment": metric.record or {}})
+            else:
+                manifest.setdefault("units", None)
+            written, normalisation, details = self._write_outputs(values, rgb, frame_index)
+            if self.options.point_clouds:
+                K = np.asarray(intrinsics, dtype=np.float64)
+                K = np.broadcast_to(K, (T, 3, 3)) if K.ndim == 2 else K
+                poses = None if cam_to_world is None else np.asarray(cam_to_world, dtype=np.float64)
+                for kind, arr, shape in (("intrinsics", K, (3, 3)), ("cam_to_world", poses, (4, 4))):
+                    if arr is not None and arr.shape != (T, *shape):
+                        raise ValueError(f"{self.name}: {kind} has shape {arr.shape}, expected {(T, *shape)}")
+                details.update(self._write_points(written, disparity, rgb, frame_index, metric, K, poses))
+                manifest["point_clouds"] = {
+                    "coordinates": "world (cam_to_world)"
+                    if poses is not None
+                    else "camera (OpenCV: x right, y down, z forward)",
+                    "units": "m",
+                    "stride": self.options.point_stride,
+                    "intrinsics_first_frame": K[0].tolist(),
+                }
         finally:
             disparity.close()
             if rgb is not None:
@@ -460,6 +577,63 @@ class DepthVideoWriter:
                 frames = (np.concatenate([rgb[t], colour(t)], axis=1) for t in range(T))
                 details["side_by_side"] = self._write_video(temp_for("side_by_side"), frames, H, 2 * W)
         return written, normalisation, details
+
+    def _write_points(
+        self,
+        written: list[tuple[str, Path]],
+        raw: _RawFrames,
+        rgb: _RawFrames,
+        frame_index: np.ndarray,
+        metric: MetricValues,
+        K: np.ndarray,
+        poses: np.ndarray | None,
+    ) -> dict[str, dict[str, Any]]:
+        """``<name>_ply/`` and ``<name>_points.npz`` under temporary names; returns their details."""
+        names = output_names(self.name)
+        T = raw.shape[0]
+        stride = max(1, int(self.options.point_stride))
+
+        def frame(t: int) -> tuple[np.ndarray, np.ndarray]:
+            depth = np.asarray(metric.to_depth(raw[t]), dtype=np.float64)
+            keep = depth < metric.max_depth  # clipped to the far limit: sky, not a surface
+            xyz, index = depth_to_points(depth, K[t], None if poses is None else poses[t], keep, stride)
+            return xyz, rgb[t].reshape(-1, 3)[index]
+
+        folder = self.out_dir / tmp_name(names["ply"])
+        remove_path(folder)
+        self._temps.append(folder)
+        written.append(("ply", folder))
+        folder.mkdir()
+        counts = []
+        for t in range(T):
+            xyz, colours = frame(t)
+            counts.append(len(xyz))
+            write_bytes_synced(folder / f"{int(frame_index[t]):06d}.ply", ply_bytes(xyz, colours))
+        fsync_dir(folder)
+
+        path = self.out_dir / tmp_name(names["points"])
+        remove_path(path)
+        self._temps.append(path)
+        written.append(("points", path))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        total = int(offsets[-1])
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            # Frame by frame, twice (xyz, then rgb): memory stays at one frame's points.
+            for member, dtype, part in (("xyz", "<f4", 0), ("rgb", "u1", 1)):
+                header = {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                    "fortran_order": False,
+                    "shape": (total, 3),
+                }
+                with zf.open(f"{member}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(f, header)
+                    for t in range(T):
+                        f.write(np.ascontiguousarray(frame(t)[part], dtype=dtype).tobytes())
+            for member, array in (("frame_index", np.asarray(frame_index, "<i8")), ("offsets", offsets)):
+                with zf.open(f"{member}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, array, allow_pickle=False)
+        fsync_file(path)
+        return {"ply": {"points": total}, "points": {"points": total}}
 
     def _publish(
         self,

@@ -4,6 +4,8 @@ Plain functions (numpy or torch in, Python floats out) and a DDP-safe torchmetri
 
 - :func:`align_disparity`, :func:`aligned_depth`, :func:`evaluate_sequence`: the DepthCrafter/VDA
   protocol (one LSQ in disparity per sequence; AbsRel, δ1, RMSE per frame, mean over frames);
+  :func:`fit_alignment` / :func:`apply_alignment`: its fit and its conversion to metres alone
+  (what ``vdf predict`` aligns to known depth with);
 - :func:`boundary_f1`: Depth Pro's scale-invariant boundary F1 of one frame;
 - :func:`temporal_alignment_error`: Video-Depth-Anything's TAE of one sequence;
 - :class:`VideoDepthMetrics`: all of the above, averaged over sequences, for Lightning.
@@ -15,7 +17,9 @@ from .protocol import (
     NoValidPixelsError,
     align_disparity,
     aligned_depth,
+    apply_alignment,
     evaluate_sequence,
+    fit_alignment,
     resize_prediction,
 )
 from .temporal import reprojection_abs_rel, temporal_alignment_error
@@ -27,9 +31,11 @@ __all__ = [
     "VideoDepthMetrics",
     "align_disparity",
     "aligned_depth",
+    "apply_alignment",
     "boundary_f1",
     "boundary_thresholds",
     "evaluate_sequence",
+    "fit_alignment",
     "reprojection_abs_rel",
     "resize_prediction",
     "temporal_alignment_error",

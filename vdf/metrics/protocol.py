@@ -39,7 +39,9 @@ __all__ = [
     "NoValidPixelsError",
     "align_disparity",
     "aligned_depth",
+    "apply_alignment",
     "evaluate_sequence",
+    "fit_alignment",
     "resize_prediction",
 ]
 
@@ -246,6 +248,37 @@ def aligned_depth(pred_disparity: Any, gt_depth: Any, max_depth: float, valid: A
         )
     scale, shift = _lstsq_affine(pred[mask], 1.0 / (gt[mask] + _GT_INV_EPS))
     return _apply_alignment(pred, scale, shift, max_depth)
+
+
+def fit_alignment(
+    pred: Any, gt_depth: Any, max_depth: float, valid: Any | None = None, space: str = "disparity"
+) -> tuple[float, float]:
+    """The protocol's least-squares fit (steps 1-4) of a prediction to known metric depth, in the
+    prediction's own ``space``: `align_disparity` for ``disparity``; ``scale * pred + shift ≈ gt``
+    for ``depth``. What ``vdf predict`` aligns with (to sparse known depth, e.g. LiDAR).
+
+    Args:
+        pred: ``(T,h,w)`` or ``(T,1,h,w)`` affine-invariant prediction in ``space``.
+        gt_depth: ``(T,H,W)`` or ``(T,1,H,W)`` known metric depth; outside ``(1e-3, max_depth)`` is unknown.
+        max_depth, valid: as `align_disparity`.
+        space: ``disparity`` or ``depth``.
+
+    Returns:
+        ``(scale, shift)`` of ``scale * max(pred, 1e-3) + shift`` ≈ metric ``space``.
+    """
+    check_space(space, "space")
+    pred, gt, mask, _ = _prepare(pred, gt_depth, max_depth, valid)
+    if not bool(mask.any()):
+        raise NoValidPixelsError(f"no known depth inside ({EPS_CLIP}, {max_depth}) m to align the prediction to")
+    return _fit(pred, gt, mask, space)
+
+
+def apply_alignment(pred: Any, scale: float, shift: float, max_depth: float, space: str = "disparity") -> torch.Tensor:
+    """Metric depth (float64, in ``[1e-3, max_depth]``) of a prediction in ``space`` under a fit,
+    exactly as the metrics turn an aligned prediction into depth (steps 3 and 5)."""
+    check_space(space, "space")
+    pred = as_float64(pred, "pred").clamp_min(EPS_CLIP)
+    return _to_metric(pred, scale, shift, check_max_depth(max_depth), space)
 
 
 def _fit(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, space: str) -> tuple[float, float]:

@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 DAV_HF_REPO = "hhyangcs/depth-any-video"
 _WHERE = (
     f"Depth Any Video UNets are the folders 'unet' (8 input channels) and 'unet_interp' "
-    f"(16 input channels) of the Hugging Face repo {DAV_HF_REPO}; download one and pass its path"
+    f"(16 input channels) of the Hugging Face repo {DAV_HF_REPO}: pass a local copy, or "
+    f"hf://{DAV_HF_REPO}/unet (or /unet_interp)"
 )
 
 

@@ -57,8 +57,8 @@ def _weights_hint(encoder: str) -> str:
             "the released ones are vits, vitb and vitl"
         )
     return (
-        f"download depth_anything_v2_{encoder}.pth yourself from the Depth-Anything-V2 release "
-        f"on the Hugging Face hub (https://huggingface.co/{repo}); vdf never downloads weights"
+        f"depth_anything_v2_{encoder}.pth is in the Depth-Anything-V2 release on the Hugging Face hub "
+        f"(https://huggingface.co/{repo}): pass a local copy, or hf://{repo}/depth_anything_v2_{encoder}.pth"
     )
 
 

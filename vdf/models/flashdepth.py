@@ -82,8 +82,8 @@ def _checkpoint_hint(variant: str) -> str:
     v = VARIANTS[variant]
     return (
         f"{v.name} weights are configs/{v.config_dir}/iter_*.pth (released: {v.released}) in the "
-        f"Hugging Face repository {HF_REPO} (https://huggingface.co/{HF_REPO}); download the file "
-        "yourself, vdf never downloads weights"
+        f"Hugging Face repository {HF_REPO} (https://huggingface.co/{HF_REPO}): pass a local copy, or "
+        f"hf://{HF_REPO}/configs/{v.config_dir}/<file>"
     )
 
 
@@ -91,7 +91,7 @@ def _dav2_hint(encoder: str) -> str:
     repo = {"vits": "Depth-Anything-V2-Small", "vitl": "Depth-Anything-V2-Large"}.get(encoder, "Depth-Anything-V2")
     return (
         f"the Depth-Anything-V2 weights are depth_anything_v2_{encoder}.pth in the Hugging Face "
-        f"repository depth-anything/{repo}; download the file yourself, vdf never downloads weights"
+        f"repository depth-anything/{repo}: pass a local copy, or hf://depth-anything/{repo}/depth_anything_v2_{encoder}.pth"
     )
 
 

@@ -57,7 +57,7 @@ def constructor_kwargs(cls: type, config: dict[str, Any]) -> dict[str, Any]:
 SVD_SOURCE = (
     "SVD-img2vid-xt comes from stabilityai/stable-video-diffusion-img2vid-xt (folders unet, vae, image_encoder); "
     "DepthCrafter's UNet from tencent/DepthCrafter; ChronoDepth's from jhshao/ChronoDepth-v1; "
-    "download them yourself and pass the local folder"
+    "pass a local folder, or a Hub reference such as hf://stabilityai/stable-video-diffusion-img2vid-xt/vae"
 )
 
 

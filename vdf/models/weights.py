@@ -1,6 +1,6 @@
-"""Weights: reading a local weights source, unwrapping, strict loading, widening ``conv_in``.
+"""Weights: reading a weights source, unwrapping, strict loading, widening ``conv_in``.
 
-A *weights source* is a local path, one of:
+A *weights source* is a local path or a Hugging Face Hub reference (below) to one of:
 
 - a single file: ``.safetensors`` (read with safetensors), or ``.pth`` / ``.pt`` / ``.bin`` /
   ``.ckpt`` (``torch.load`` with ``weights_only=True``: tensors and plain containers only), holding
@@ -11,12 +11,25 @@ A *weights source* is a local path, one of:
   ``.bin`` index, whose shards must hold every key it lists (`weights_file` gives the order of
   preference).
 
+A **Hub reference** is a string ``hf://<owner>/<repo>[@<revision>][/<path in the repo>]`` (the
+syntax of ``huggingface_hub``'s ``HfFileSystem``): ``hf://tencent/DepthCrafter`` (a repository that
+is a UNet folder), ``hf://stabilityai/stable-video-diffusion-img2vid-xt/vae`` (a sub-folder),
+``hf://depth-anything/Depth-Anything-V2-Large/depth_anything_v2_vitl.pth`` (a file: the last part
+ends in ``.safetensors .pth .pt .bin .ckpt .json``), ``hf://owner/repo@v1.0/unet`` (a branch, tag or
+commit; ``/`` inside a revision is written ``%2F``). `resolve_source` turns it into a local path in
+the Hugging Face cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``),
+downloading what is missing unless ``HF_HUB_OFFLINE=1``; a folder brings only its own JSON files and
+one weights file (or the shards of one index) in `weights_file`'s order of preference. Runs stay
+offline-friendly: ``vdf download --config C`` fetches everything a config names ahead of time
+(`hub_references`), and a run with ``HF_HUB_OFFLINE=1`` then reads the cache only.
+
 Every model reads its weights through `read_weights` and loads them with
 `load_state_dict_strict` (both joined in `load_weights`), so all of them accept the same
-layouts and fail the same way: vdf never downloads, a missing source is a ``FileNotFoundError``
-naming the path and saying where the weights come from (the ``where`` sentence each model
-supplies), and weights that do not fit are a `StateDictMismatchError` listing the missing and
-unexpected keys and the shape mismatches, with the file.
+layouts and fail the same way: a missing source is a ``FileNotFoundError`` naming the path (or the
+Hub reference and what is missing from the cache) and saying where the weights come from (the
+``where`` sentence each model supplies), and weights that do not fit are a
+`StateDictMismatchError` listing the missing and unexpected keys and the shape mismatches, with
+the file.
 
 The argument naming rule that goes with it: a module's own weights are its ``weights``
 argument; a source that initialises part of a module or a task is ``<part>_weights``
@@ -26,9 +39,13 @@ name (`is_weights_argument`).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import pickle
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +53,18 @@ import torch
 from torch import nn
 
 __all__ = [
+    "HUB_SCHEME",
+    "HubReference",
     "StateDictMismatchError",
+    "hub_cache_dir",
+    "hub_references",
+    "is_hub_reference",
     "is_weights_argument",
     "load_state_dict_strict",
     "load_weights",
     "read_config",
     "read_weights",
+    "resolve_source",
     "unwrap_state_dict",
     "weights_file",
     "widen_conv_in",
@@ -69,6 +92,191 @@ def is_weights_argument(name: str) -> bool:
     return name == "weights" or name.endswith("_weights")
 
 
+# -- Hugging Face Hub references ----------------------------------------------------------------
+
+HUB_SCHEME = "hf://"
+#: A reference whose last part ends so names a file; anything else names a folder.
+_HUB_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".json")
+
+
+@dataclass(frozen=True)
+class HubReference:
+    """A file or folder of a Hugging Face Hub model repository, parsed from ``hf://...``.
+
+    Args:
+        repo_id: ``owner/name``.
+        path: a file or folder inside the repository, ``""`` for the repository itself.
+        revision: a branch, tag or commit; None is the repository's default branch (``main``).
+    """
+
+    repo_id: str
+    path: str = ""
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> HubReference:
+        """``hf://owner/repo[@revision][/path]`` -> a reference; ValueError naming the text otherwise."""
+        if not text.startswith(HUB_SCHEME):
+            raise ValueError(f"{text!r} is not a Hub reference (hf://owner/repo[@revision][/path])")
+        rest = text[len(HUB_SCHEME) :].strip("/")
+        parts = rest.split("/")
+        if len(parts) < 2 or not parts[0] or not parts[1] or parts[0] in ("datasets", "spaces"):
+            raise ValueError(
+                f"{text!r}: a Hub reference names a model repository, hf://owner/repo[@revision][/path] "
+                "(dataset and space repositories are not weights sources)"
+            )
+        name, _, revision = parts[1].partition("@")
+        if not name or (_ and not revision):
+            raise ValueError(f"{text!r}: empty repository name or revision")
+        path = "/".join(p for p in parts[2:] if p)
+        return cls(f"{parts[0]}/{name}", path, urllib.parse.unquote(revision) if revision else None)
+
+    @property
+    def is_file(self) -> bool:
+        return self.path.lower().endswith(_HUB_FILE_SUFFIXES)
+
+    def __str__(self) -> str:
+        revision = f"@{urllib.parse.quote(self.revision, safe='')}" if self.revision else ""
+        return f"{HUB_SCHEME}{self.repo_id}{revision}" + (f"/{self.path}" if self.path else "")
+
+
+def is_hub_reference(source: Any) -> bool:
+    return isinstance(source, str) and source.startswith(HUB_SCHEME)
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache as ``huggingface_hub`` finds it, read from the environment at call
+    time (so a variable set after import counts): ``HF_HUB_CACHE``, ``$HF_HOME/hub``, else the
+    library's default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) as the environment says now."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if value is None:
+        return bool(constants.HF_HUB_OFFLINE)
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _folder_selection(names: list[str], prefix: str) -> list[str]:
+    """The files of a repository folder worth fetching: its JSON files and one weights file (or an
+    index and its shards), chosen in `weights_file`'s order among ``names`` (repository paths)."""
+    inside = [n[len(prefix) :] for n in names if n.startswith(prefix) and "/" not in n[len(prefix) :]]
+    chosen = [n for n in inside if n.endswith(".json") and ".index." not in n]
+    for candidate in _folder_names(None):
+        if candidate in inside:
+            chosen.append(candidate)
+            if candidate.endswith(".json"):
+                # Shards are named <stem>-00001-of-00002.<ext> after the index's weights file.
+                stem, ext = candidate.split(".index")[0].rsplit(".", 1)
+                chosen += [n for n in inside if n.startswith(f"{stem}-") and n.endswith(f".{ext}")]
+            break
+    return [prefix + n for n in chosen]
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_hub(text: str, cache_dir: str, offline: bool) -> str:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    ref = HubReference.parse(text)
+    common = dict(repo_id=ref.repo_id, revision=ref.revision, cache_dir=cache_dir)
+    if ref.is_file:
+        return hf_hub_download(filename=ref.path, local_files_only=offline, **common)
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    prefix = f"{ref.path}/" if ref.path else ""
+    patterns = [f"{prefix}*.json", f"{prefix}*.safetensors", f"{prefix}*.bin"]
+    local_only = offline
+    if not offline:
+        try:
+            listing = snapshot_download(allow_patterns=patterns, dry_run=True, **common)
+            patterns = _folder_selection([f.filename for f in listing], prefix) or patterns
+        except Exception as error:
+            cause = error.__cause__ or error
+            if isinstance(cause, (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError)):
+                raise cause from None
+            # The Hub cannot be listed (no network, Hub down): the cache decides, without a
+            # second round of the library's connection retries.
+            local_only = True
+    root = snapshot_download(allow_patterns=patterns, local_files_only=local_only, **common)
+    return str(Path(root) / ref.path) if ref.path else root
+
+
+def resolve_source(source: str | os.PathLike, what: str = "weights", where: str = "") -> Path:
+    """The local path of a weights source: a path as it is; a Hub reference (``hf://...``)
+    downloaded into, or found in, the Hugging Face cache (`hub_cache_dir`; only the cache when
+    ``HF_HUB_OFFLINE=1``).
+
+    Raises:
+        FileNotFoundError: a Hub reference that cannot be resolved, naming it, the cache, and what
+            is missing (the repository, the revision, the file, or the whole entry offline).
+        ValueError: a malformed ``hf://`` string.
+    """
+    if not is_hub_reference(source):
+        return Path(source)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    ref = HubReference.parse(str(source))
+    cache, offline = hub_cache_dir(), hub_offline()
+    try:
+        return Path(_resolve_hub(str(ref), str(cache), offline))
+    except (LocalEntryNotFoundError, IncompleteSnapshotError):
+        state = "HF_HUB_OFFLINE=1 forbids downloading it" if offline else "the Hub could not be reached to download it"
+        missing = f"{ref.path or 'the repository'} of {ref.repo_id}" + (f" at {ref.revision}" if ref.revision else "")
+        message = (
+            f"{what} {ref}: {missing} is not in the Hugging Face cache {cache} and {state}; "
+            "fetch it first with `vdf download --config CONFIG` (or point HF_HOME / HF_HUB_CACHE at the cache holding it)"
+        )
+    except GatedRepoError:
+        message = f"{what} {ref}: {ref.repo_id} is gated; accept its licence on the Hub and log in (hf auth login)"
+    except RevisionNotFoundError:
+        message = f"{what} {ref}: {ref.repo_id} has no revision {ref.revision!r}"
+    except RepositoryNotFoundError:
+        message = f"{what} {ref}: no repository {ref.repo_id} on the Hub (or it is private)"
+    except EntryNotFoundError:
+        message = f"{what} {ref}: {ref.repo_id} has no file {ref.path}"
+    raise _not_found(message, where) if where else FileNotFoundError(message)
+
+
+def _local(source: str | os.PathLike, what: str, where: str) -> tuple[Path, str]:
+    """`resolve_source`, with ``where`` extended to say which cache entry a Hub reference became
+    (for errors about the files inside it)."""
+    path = resolve_source(source, what, where)
+    if is_hub_reference(source):
+        where = f"{where}. ({source} is cached at {path})" if where else f"({source} is cached at {path})"
+    return path, where
+
+
+def hub_references(config: Any) -> Iterator[tuple[str, str]]:
+    """``(dotted key, reference)`` of every ``hf://`` string in a (merged) config, in order."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            for sub, ref in hub_references(value):
+                yield (f"{key}.{sub}" if sub else str(key)), ref
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            for sub, ref in hub_references(value):
+                yield (f"{i}.{sub}" if sub else str(i)), ref
+    elif is_hub_reference(config):
+        yield "", config
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -84,7 +292,7 @@ def read_config(folder: str | Path, what: str, where: str) -> dict[str, Any]:
         what: what the weights are, for messages (``"UNet weights"``).
         where: a sentence saying where the weights come from, appended to a not-found error.
     """
-    folder = Path(folder)
+    folder, where = _local(folder, what, where)
     path = folder / "config.json"
     if not path.is_file():
         state = "does not exist" if not folder.exists() else "has no config.json"
@@ -117,7 +325,7 @@ def weights_file(folder: str | Path, what: str, where: str, variant: str | None 
     """
     if variant not in (None, "fp16"):
         raise ValueError(f"variant must be None or 'fp16', got {variant!r}")
-    folder = Path(folder)
+    folder, where = _local(folder, what, where)
     names = _folder_names(variant)
     for name in names:
         if (folder / name).is_file():
@@ -159,7 +367,7 @@ def read_weights(path: str | Path, what: str, where: str, variant: str | None = 
     """The flat ``{name: tensor}`` state dict of a weights source, on the CPU.
 
     Args:
-        path: a weights file or a diffusers/transformers folder (see the module docstring).
+        path: a weights file or a diffusers/transformers folder, local or ``hf://`` (see the module docstring).
         what: what the weights are, for messages (``"Depth-Anything-V2 weights"``).
         where: a sentence saying where the weights come from, appended to a not-found error.
         variant: for a folder, see `weights_file`.
@@ -168,7 +376,7 @@ def read_weights(path: str | Path, what: str, where: str, variant: str | None = 
         FileNotFoundError: the path, a folder's weights or a shard do not exist (with ``where``).
         StateDictMismatchError: an index lists keys its shards do not hold; a file is no state dict.
     """
-    path = Path(path)
+    path, where = _local(path, what, where)
     if path.is_dir():
         path = weights_file(path, what, where, variant)
         if path.name.endswith(".json"):
