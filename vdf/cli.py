@@ -383,7 +383,8 @@ MAIN_HELP = dict(
     usage="vdf {fit,validate,test,predict,bench,experiment} --config CONFIG [--config OVERLAY ...] [--key value ...]",
     epilog=(
         "Tools beside the Lightning subcommands: 'vdf bench CONFIG ...' measures speed and memory "
-        "(vdf bench --help), 'vdf experiment GRID' runs an ablation grid (vdf experiment --help). "
+        "(vdf bench --help), 'vdf experiment GRID' runs an ablation grid (vdf experiment --help), "
+        "'vdf demo --config CONFIG' serves a web page to try a model on a video (vdf demo --help). "
         "Each subcommand's options: vdf SUBCOMMAND --help."
     ),
 )
@@ -437,7 +438,7 @@ def main(args: list[str] | None = None) -> VDFCLI:
 
 
 #: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory) and ``vdf experiment``.
-TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment"}
+TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment", "demo": "vdf.demo"}
 
 
 def run(args: list[str] | None = None):
