@@ -272,7 +272,11 @@ def build_app(demo: DepthDemo):
             with gr.Column():
                 video = gr.Video(label="Video", sources=["upload"], elem_id="vdf-video")
                 strategy = gr.Dropdown(
-                    demo.labels, value=demo.labels[0], label="Long-video strategy", elem_id="vdf-strategy"
+                    demo.labels,
+                    value=demo.labels[0],
+                    label="Long-video strategy",
+                    info="the config's own, or another of vdf.inference that this model supports (its class's defaults)",
+                    elem_id="vdf-strategy",
                 )
                 button = gr.Button("Estimate depth", variant="primary", elem_id="vdf-run")
             with gr.Column():
