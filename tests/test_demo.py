@@ -1,7 +1,7 @@
 """`vdf demo`: the page's model and action without a browser, then the served page in headless
 Chromium (Playwright): load, upload a video, see the side-by-side result, download the npz.
 
-The browser part needs Playwright and a Chromium binary (``.ci/run`` installs Debian's); without
+The browser part needs Gradio, Playwright and a Chromium binary (``.ci/run`` installs Debian's); without
 them it is skipped with the reason. ``VDF_DEMO_SCREENSHOT=/tmp/demo.png`` also saves the page's
 screenshot there (copy it to docs/assets/demo/demo.png for the docs: the suite itself never writes
 into the checkout).
@@ -10,13 +10,14 @@ into the checkout).
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import zipfile
+from importlib.util import find_spec
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
 
 from vdf.cli import TOOLS
 from vdf.demo import DepthDemo, build_app, describe_strategy, launch, main, strategy_choices
@@ -86,7 +87,9 @@ def test_bad_input_is_a_message(demo, tmp_path):
 
 def test_cli_is_a_tool_and_says_what_is_missing(tmp_path):
     assert TOOLS["demo"] == "vdf.demo"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    # Without Gradio the command says how to install it, before loading any model.
+    error, message = (FileNotFoundError, "does not exist") if find_spec("gradio") else (ValueError, "needs Gradio")
+    with pytest.raises(error, match=message):
         main(["--config", str(tmp_path / "missing.yaml")])
 
 
@@ -98,6 +101,7 @@ def _free_port() -> int:
 
 def _browser():
     """Playwright's Chromium driver on the system's Chromium, or a skip saying what is missing."""
+    pytest.importorskip("gradio", reason="Gradio is not installed (pip install -e '.[demo]')")
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
     binary = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
     if binary is None:
@@ -155,3 +159,10 @@ def test_page_in_a_headless_browser(demo, clip, in_tmp_cwd):
                 browser.close()
     finally:
         app.close()
+
+
+def test_the_demo_module_imports_neither_lightning_nor_gradio_until_asked():
+    code = "import sys, vdf.demo; print(sorted(m.split('.')[0] for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "lightning" not in out.stdout and "gradio" not in out.stdout
