@@ -165,14 +165,14 @@ class DepthDemo:
         return [c.label for c in self.choices]
 
     def _frames(self, source: VideoSource) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """``(index, value (H,W), rgb (3,H,W))`` of each predicted frame; the frames fed to the
-        strategy but not yet predicted wait in a queue (at most its window)."""
+        """``(index, value (H,W), rgb (3,H,W) uint8)`` of each predicted frame; the frames fed to the
+        strategy but not yet predicted wait in a queue (at most its window), as 8-bit RGB."""
         pending: deque[tuple[int, torch.Tensor]] = deque()
         predictor = self.predictor
 
         def frames() -> Iterator[torch.Tensor]:
             for index, frame in source.frames():
-                pending.append((index, frame))
+                pending.append((index, frame.clamp(0, 1).mul(255).round().to(torch.uint8)))
                 yield frame.to(predictor.device)
 
         with torch.inference_mode():
@@ -205,7 +205,7 @@ class DepthDemo:
                     out_dir, name, options, fps=info.fps or None, space=self.predictor.output_space
                 ) as writer:
                     for index, value, rgb in self._frames(source):
-                        writer.add(index, value.numpy(), rgb)
+                        writer.add(index, value.numpy(), rgb.numpy())
                         if progress is not None:
                             progress(writer.num_frames, info.num_frames)
                     if writer.num_frames == 0:
