@@ -10,7 +10,8 @@ npz, the EXR frames (a zip) and the colourised depth video to download. Every fi
 video gets a message on the page.
 
 `DepthDemo` is the page's model and its one action, usable without a browser; `build_app` makes
-the page; `launch` serves it. Gradio is the optional ``demo`` extra (``pip install -e ".[demo]"``).
+the page; `launch` serves it. Gradio (6 or later: the theme is a ``launch`` argument) is the
+optional ``demo`` extra (``pip install -e ".[demo]"``).
 """
 
 from __future__ import annotations
