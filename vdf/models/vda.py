@@ -353,16 +353,8 @@ class VDAStreamState:
                 del self.history[1]
         self.frames += 1
 
-    def detach(self) -> VDAStreamState:
-        return VDAStreamState([[h.detach() for h in e] for e in self.history], self.frames)
-
 
 # -- the network ---------------------------------------------------------------------------------
-
-
-def vda_official_to_vdf(state_dict: Any) -> dict[str, torch.Tensor]:
-    """Official VDA checkpoint -> `VideoDepthAnything` names (identical; wrappers unwrapped)."""
-    return dav2_official_to_vdf(state_dict)
 
 
 def _describe(state_dict: Any) -> str | None:
@@ -488,7 +480,7 @@ class VideoDepthAnything(nn.Module):
             os.fspath(path),
             "Video-Depth-Anything weights",
             _weights_hint(self.encoder, self.metric),
-            convert=vda_official_to_vdf,
+            convert=dav2_official_to_vdf,  # the names are DAv2's: unwrap only (and ViT-g's SwiGLU)
             describe=_describe,
         )
 
