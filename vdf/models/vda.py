@@ -283,12 +283,7 @@ class TemporalDPTHead(DPTHead):
         hidden states in the same order.
         """
         ph, pw = patch_hw
-        layers = []
-        for level, tokens in enumerate(features):
-            b, _, d = tokens.shape
-            x = tokens.permute(0, 2, 1).reshape(b, d, ph, pw)
-            layers.append(self.resize_layers[level](self.projects[level](x)))
-        layer_1, layer_2, layer_3, layer_4 = layers
+        layer_1, layer_2, layer_3, layer_4 = (self.resample(i, t, patch_hw) for i, t in enumerate(features))
         per = self.motion_modules[0].num_attentions
         hidden: list[torch.Tensor] = []
 
@@ -297,15 +292,13 @@ class TemporalDPTHead(DPTHead):
             hidden.extend(h)
             return out
 
-        layer_3 = temporal(0, layer_3)
-        layer_4 = temporal(1, layer_4)
         s = self.scratch
-        layer_1_rn, layer_2_rn = s.layer1_rn(layer_1), s.layer2_rn(layer_2)
-        layer_3_rn, layer_4_rn = s.layer3_rn(layer_3), s.layer4_rn(layer_4)
-        path_4 = temporal(2, s.refinenet4(layer_4_rn, size=layer_3_rn.shape[-2:]))
-        path_3 = temporal(3, s.refinenet3(path_4, layer_3_rn, size=layer_2_rn.shape[-2:]))
-        path_2 = s.refinenet2(path_3, layer_2_rn, size=layer_1_rn.shape[-2:])
-        path_1 = s.refinenet1(path_2, layer_1_rn)
+        layer_3 = s.layer3_rn(temporal(0, layer_3))
+        layer_4 = s.layer4_rn(temporal(1, layer_4))
+        layer_1, layer_2 = s.layer1_rn(layer_1), s.layer2_rn(layer_2)
+        path_4 = temporal(2, self.refine(0, layer_4, None, layer_3.shape[-2:]))
+        path_3 = temporal(3, self.refine(1, path_4, layer_3, layer_2.shape[-2:]))
+        path_1 = self.refine(3, self.refine(2, path_3, layer_2, layer_1.shape[-2:]), layer_1, None)
         out = s.output_conv1(path_1)
         out = F.interpolate(out, size=(ph * PATCH_SIZE, pw * PATCH_SIZE), mode="bilinear", align_corners=True)
         # The last convs run in float32 even under autocast, as the official head does.
