@@ -69,3 +69,34 @@ def random_tensors(layout: dict[str, tuple[int, ...]], seed: int) -> dict[str, t
             t = 0.1 * t
         out[name] = t
     return out
+
+
+def official_vda_shapes(spec) -> dict[str, tuple[int, ...]]:
+    """Key names and shapes of an official ``[metric_]video_depth_anything_*.pth`` (reference §3.1-3.2).
+
+    DAv2's layout with the head under ``head.`` instead of ``depth_head.``, plus four temporal
+    modules (channels ``oc[2], oc[3], f, f``), each: GroupNorm, ``proj_in``, one transformer
+    block of two attentions (q/k/v without bias, ``to_out.0`` with, a ``(1, 32, C)`` position
+    table) and a GEGLU feed-forward (``(8C, C)`` in, ``(C, 4C)`` out), ``proj_out``.
+    """
+    _, _, f, oc, _ = spec
+    s = {
+        ("head." + k[len("depth_head.") :] if k.startswith("depth_head.") else k): v
+        for k, v in official_shapes(spec).items()
+    }
+    for i, c in enumerate((oc[2], oc[3], f, f)):
+        p = f"head.motion_modules.{i}.temporal_transformer."
+        s.update({p + "norm.weight": (c,), p + "norm.bias": (c,)})
+        s.update({p + "proj_in.weight": (c, c), p + "proj_in.bias": (c,)})
+        s.update({p + "proj_out.weight": (c, c), p + "proj_out.bias": (c,)})
+        b = p + "transformer_blocks.0."
+        for a in (0, 1):
+            q = f"{b}attention_blocks.{a}."
+            for name in ("to_q", "to_k", "to_v"):
+                s[f"{q}{name}.weight"] = (c, c)
+            s.update({q + "to_out.0.weight": (c, c), q + "to_out.0.bias": (c,), q + "pos_encoder.pe": (1, 32, c)})
+            s.update({f"{b}norms.{a}.weight": (c,), f"{b}norms.{a}.bias": (c,)})
+        s.update({b + "ff.net.0.proj.weight": (8 * c, c), b + "ff.net.0.proj.bias": (8 * c,)})
+        s.update({b + "ff.net.2.weight": (c, 4 * c), b + "ff.net.2.bias": (c,)})
+        s.update({b + "ff_norm.weight": (c,), b + "ff_norm.bias": (c,)})
+    return s

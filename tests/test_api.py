@@ -13,7 +13,7 @@ import vdf
 from vdf.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAMILIES = ["dav2", "flashdepth", "depthcrafter", "chronodepth", "depthanyvideo"]
+FAMILIES = ["dav2", "flashdepth", "depthcrafter", "chronodepth", "depthanyvideo", "vda"]
 
 
 def test_every_family_predicts_through_vdf_load_without_lightning():

@@ -19,7 +19,7 @@ from vdf.data.datasets.bonn import BONN_SEQUENCES
 from vdf.data.datasets.kitti import KITTI_VAL_DRIVES
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ["dav2", "flashdepth", "depthcrafter", "chronodepth", "depthanyvideo"]
+FAMILIES = ["dav2", "flashdepth", "depthcrafter", "chronodepth", "depthanyvideo", "vda"]
 DATA_CONFIGS = sorted(Path(p).stem for p in glob.glob(str(ROOT / "configs" / "data" / "*.yaml")))
 
 

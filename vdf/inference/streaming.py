@@ -1,4 +1,4 @@
-"""`Streaming`: one frame at a time with the model's carried recurrent state (FlashDepth)."""
+"""`Streaming`: one frame at a time with the model's carried state (FlashDepth, Video-Depth-Anything)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class RecurrentModel(Protocol):
 class Streaming(LongVideoStrategy):
     """Frames in, disparity out, one by one: O(1) memory in the video's length.
 
-    The model carries its recurrent state from frame to frame and never restarts it inside a
-    video (as FlashDepth; scene cuts are not detected). ``reset_every`` restarts the state every
+    The model carries its state from frame to frame (FlashDepth's Mamba state, Video-Depth-Anything's
+    bounded cache of hidden states) and never restarts it inside a video (scene cuts are not
+    detected). ``reset_every`` restarts the state every
     that many frames, an ablation of how far the recurrence carries useful context.
     """
 
@@ -32,7 +33,7 @@ class Streaming(LongVideoStrategy):
         if not hasattr(model, "stream_step"):
             raise TypeError(
                 f"{type(model).__name__} has no recurrent state (stream_step): Streaming needs a recurrent "
-                "model such as FlashDepth; use PerFrame or IndependentWindows instead"
+                "model such as FlashDepth or Video-Depth-Anything; use PerFrame or IndependentWindows instead"
             )
         state = None
         for t, frame in enumerate(frames):

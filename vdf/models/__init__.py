@@ -20,6 +20,9 @@ _EXPORTS: dict[str, str] = {
     "TemporalMamba": "vdf.models.flashdepth",
     "MambaBlock": "vdf.models.flashdepth",
     "HybridFusion": "vdf.models.hybrid_fusion",
+    "VideoDepthAnything": "vdf.models.vda",
+    "VDAStreamState": "vdf.models.vda",
+    "TemporalModule": "vdf.models.vda",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -31,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from vdf.models.flashdepth import FlashDepth, FlashDepthState, MambaBlock, TemporalMamba
     from vdf.models.hybrid_fusion import HybridFusion
     from vdf.models.mamba import Mamba2, Mamba2State
+    from vdf.models.vda import TemporalModule, VDAStreamState, VideoDepthAnything
     from vdf.models.weights import StateDictMismatchError
 
 

@@ -138,6 +138,16 @@ class DPTHead(nn.Module):
         self.scratch = DPTScratch(oc, features)
         self.scratch.refinenet4.resConfUnit1.requires_grad_(False)
 
+    def resample(self, level: int, tokens: torch.Tensor, patch_hw: Sequence[int]) -> torch.Tensor:
+        """``projects[level]`` then ``resize_layers[level]``: ``(B, ph*pw, D)`` tokens (no CLS,
+        row-major) -> ``(B, out_channels[level], s*ph, s*pw)`` with s = 4, 2, 1, 1/2 (ceil)."""
+        ph, pw = patch_hw
+        b, n, d = tokens.shape
+        if n != ph * pw:
+            raise ValueError(f"{n} tokens do not form a {ph}x{pw} patch grid")
+        x = tokens.permute(0, 2, 1).reshape(b, d, ph, pw)
+        return self.resize_layers[level](self.projects[level](x))
+
     def project_layer(self, level: int, tokens: torch.Tensor, patch_hw: Sequence[int]) -> torch.Tensor:
         """One level of the feature pyramid.
 
@@ -149,14 +159,8 @@ class DPTHead(nn.Module):
         Returns:
             ``layer_{level+1}``: ``(B, features, s*ph, s*pw)`` with s = 4, 2, 1, 1/2 (ceil).
         """
-        ph, pw = patch_hw
-        b, n, d = tokens.shape
-        if n != ph * pw:
-            raise ValueError(f"{n} tokens do not form a {ph}x{pw} patch grid")
-        x = tokens.permute(0, 2, 1).reshape(b, d, ph, pw)
-        x = self.resize_layers[level](self.projects[level](x))
         rn = (self.scratch.layer1_rn, self.scratch.layer2_rn, self.scratch.layer3_rn, self.scratch.layer4_rn)
-        return rn[level](x)
+        return rn[level](self.resample(level, tokens, patch_hw))
 
     def project(self, features: Sequence[torch.Tensor], patch_hw: Sequence[int]) -> list[torch.Tensor]:
         """``[layer_1, layer_2, layer_3, layer_4]`` from four ``(B, N, D)`` token tensors."""

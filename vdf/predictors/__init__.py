@@ -4,5 +4,13 @@ from vdf.predictors.base import PredictedFrame, Predictor
 from vdf.predictors.flashdepth import FlashDepthPredictor
 from vdf.predictors.frame import FramePredictor
 from vdf.predictors.latent import LatentDiffusionPredictor
+from vdf.predictors.vda import VideoDepthAnythingPredictor
 
-__all__ = ["FlashDepthPredictor", "FramePredictor", "LatentDiffusionPredictor", "PredictedFrame", "Predictor"]
+__all__ = [
+    "FlashDepthPredictor",
+    "FramePredictor",
+    "LatentDiffusionPredictor",
+    "PredictedFrame",
+    "Predictor",
+    "VideoDepthAnythingPredictor",
+]

@@ -5,7 +5,8 @@ from vdf.tasks.flashdepth import FlashDepthTask
 from vdf.tasks.frame_depth import FrameDepthTask
 from vdf.tasks.keyframe import KeyframeInterpolationTask
 from vdf.tasks.latent_diffusion import LatentDiffusionTask
-from vdf.tasks.losses import InverseDepthL1Loss, ScaleShiftInvariantLoss
+from vdf.tasks.losses import InverseDepthL1Loss, ScaleShiftInvariantLoss, VideoDepthAnythingLoss
+from vdf.tasks.vda import VideoDepthAnythingTask
 
 __all__ = [
     "FlashDepthTask",
@@ -14,5 +15,7 @@ __all__ = [
     "KeyframeInterpolationTask",
     "LatentDiffusionTask",
     "ScaleShiftInvariantLoss",
+    "VideoDepthAnythingLoss",
+    "VideoDepthAnythingTask",
     "VideoDepthTask",
 ]

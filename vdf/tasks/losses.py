@@ -86,3 +86,120 @@ class InverseDepthL1Loss(nn.Module):
             return pred.sum() * 0.0
         target = self.scale * gt_disparity(depth, valid)
         return (pred.float() - target.float())[mask].abs().mean()
+
+
+def _lstsq_scale_shift(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row least-squares ``(s, b)`` of ``s*pred + b ~ target`` on ``mask``; rows ``(N, P)``.
+
+    Normal equations with ``1e-6`` added to the determinant, and ``(0, 0)`` for a singular row,
+    as Video-Depth-Anything's loss solves them.
+    """
+    m = mask.to(pred.dtype)
+    a00, a01, a11 = (m * pred * pred).sum(-1), (m * pred).sum(-1), m.sum(-1)
+    b0, b1 = (m * pred * target).sum(-1), (m * target).sum(-1)
+    det = a00 * a11 - a01 * a01
+    ok = det != 0
+    den = torch.where(ok, det + 1e-6, torch.ones_like(det))
+    scale = torch.where(ok, (a11 * b0 - a01 * b1) / den, torch.zeros_like(det))
+    shift = torch.where(ok, (-a01 * b0 + a00 * b1) / den, torch.zeros_like(det))
+    return scale, shift
+
+
+class VideoDepthAnythingLoss(nn.Module):
+    """Video-Depth-Anything's released training loss (``loss/loss.py``, ``VideoDepthLoss``), in disparity.
+
+    ``spatial + stable_scale * temporal``:
+
+    - spatial, per frame (trimmed Procrustes): prediction and target each minus their median and
+      divided by their mean absolute deviation over the valid pixels, then the mean absolute
+      difference over the valid pixels of the whole batch (the largest ``trim`` fraction of
+      residuals dropped; 0 in the released settings) plus ``alpha`` x a gradient-matching term at
+      ``scales`` scales (pixel strides 1, 2, 4, 8: the masked x/y differences of the residual,
+      summed, divided by the batch's valid pixels at that scale). As the released code, the
+      median is taken over all pixels with the invalid ones set to 0.
+    - temporal gradient matching: the prediction is mapped onto the target by one least-squares
+      scale and shift per clip; then the mean absolute difference between the frame-to-frame
+      differences of prediction and target, on pixels valid in both frames where the target
+      changes by less than ``5%`` of the later frame's valid range (motion and occlusion edges
+      are not asked to be smooth).
+
+    Inputs ``(B,T,1,H,W)`` (prediction, depth in metres, valid); the target is ``1/depth``.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        scales: int = 4,
+        trim: float = 0.0,
+        stable_scale: float = 10.0,
+        change_threshold: float = 0.05,
+    ):
+        super().__init__()
+        if not 0.0 <= trim < 1.0:
+            raise ValueError(f"trim must be in [0, 1), got {trim}")
+        self.alpha = alpha
+        self.scales = scales
+        self.trim = trim
+        self.stable_scale = stable_scale
+        self.change_threshold = change_threshold
+
+    def _trimmed_mae(self, residual: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not mask.any():
+            return residual.sum() * 0.0
+        values = residual[mask].abs()
+        keep = int(values.numel() * (1.0 - self.trim))
+        if keep < values.numel():
+            values = values.sort().values[:keep]
+        return values.sum() / mask.sum()
+
+    @staticmethod
+    def _normalise(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(N,H,W)``: minus the median of ``mask * x`` (all pixels), over the mean |.| on ``mask``."""
+        m = mask.to(x.dtype)
+        count = m.sum((1, 2))
+        median = (m * x).flatten(1).median(dim=1).values
+        median = torch.where(count > 0, median, torch.zeros_like(median))
+        centred = x - median.view(-1, 1, 1)
+        spread = torch.where(count > 0, ((m * centred.abs()).sum((1, 2)) / count.clamp_min(1)).clamp_min(1e-6), 1.0)
+        return centred / spread.view(-1, 1, 1)
+
+    def _gradient(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        total = pred.new_zeros(())
+        for scale in range(self.scales):
+            step = 2**scale
+            p, t, m = pred[:, ::step, ::step], target[:, ::step, ::step], mask[:, ::step, ::step].to(pred.dtype)
+            diff = m * (p - t)
+            gx = (diff[:, :, 1:] - diff[:, :, :-1]).abs() * m[:, :, 1:] * m[:, :, :-1]
+            gy = (diff[:, 1:] - diff[:, :-1]).abs() * m[:, 1:] * m[:, :-1]
+            count = m.sum()
+            total = total + (gx.sum() + gy.sum()) / count if count > 0 else total
+        return total
+
+    def spatial(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Trimmed Procrustes over frames ``(N,H,W)``."""
+        p, t = self._normalise(pred, mask), self._normalise(target, mask)
+        loss = self._trimmed_mae(p - t, mask)
+        return loss + self.alpha * self._gradient(p, t, mask) if self.alpha > 0 else loss
+
+    def temporal(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Temporal gradient matching on clips ``(B,T,H,W)``, the prediction aligned per clip."""
+        b = pred.shape[0]
+        scale, shift = _lstsq_scale_shift(pred.reshape(b, -1), target.reshape(b, -1), mask.reshape(b, -1))
+        pred = scale.view(-1, 1, 1, 1) * pred + shift.view(-1, 1, 1, 1)
+        if pred.shape[1] < 2:
+            return pred.sum() * 0.0
+        low = torch.where(mask, target, torch.inf).amin((-2, -1))
+        high = torch.where(mask, target, -torch.inf).amax((-2, -1))
+        threshold = (high - low) * self.change_threshold  # (B,T)
+        dp, dt = pred.diff(dim=1), target.diff(dim=1)
+        keep = mask[:, 1:] & mask[:, :-1] & (dt.abs() < threshold[:, 1:, None, None])
+        return self._trimmed_mae((dp - dt).flatten(0, 1), keep.flatten(0, 1))
+
+    def forward(self, pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        mask = (valid & (depth > 0))[:, :, 0]
+        target = gt_disparity(depth, valid)[:, :, 0].float()
+        pred = pred[:, :, 0].float()
+        spatial = self.spatial(pred.flatten(0, 1), target.flatten(0, 1), mask.flatten(0, 1))
+        return spatial + self.stable_scale * self.temporal(pred, target, mask)
