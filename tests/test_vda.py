@@ -162,7 +162,7 @@ def test_input_size_shrinks_beyond_16_by_9():
     assert vda_input_size(2560, 1080) == 392
 
 
-def test_tiny_twin_loss_falls_on_the_synthetic_world():
+def test_tiny_twin_loss_falls_on_the_synthetic_world(in_tmp_cwd):
     from vdf.cli import main
 
     cli = main(
