@@ -287,21 +287,11 @@ def _nothing_kept(log_dir: Path, subcommand: str, trainer) -> bool:
     return subcommand != "fit" or trainer.global_step == 0
 
 
-def _weights_sources(node) -> list[str]:
-    """The weight files a model config names (arguments ``weights`` / ``<part>_weights``)."""
-    from vdf.models.weights import is_weights_argument
+def _weights_files(model) -> list[str]:
+    """What the model config gives its weights arguments (``weights``, ``<part>_weights``)."""
+    from vdf.models.weights import is_weights_argument, weight_sources
 
-    found: list[str] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if isinstance(value, str) and value and is_weights_argument(str(key)):
-                found.append(value)
-            else:
-                found += _weights_sources(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _weights_sources(value)
-    return found
+    return [source for key, source in weight_sources(model) if is_weights_argument(key.rpartition(".")[2])]
 
 
 def _as_dict(node):
@@ -310,7 +300,7 @@ def _as_dict(node):
 
 def random_weights_notice(config, model_name: str) -> str | None:
     """One line when a run evaluates or predicts with a model that loads no weights at all."""
-    if config.get("ckpt_path") or _weights_sources(_as_dict(config.get("model"))):
+    if config.get("ckpt_path") or _weights_files(_as_dict(config.get("model"))):
         return None
     return (
         f"{model_name} runs with random weights: neither --ckpt_path nor a weights file in the config "
@@ -355,7 +345,7 @@ def run_source(config) -> dict:
         "config": [str(f) for f in config.get("config") or []],
         "task": model.get("class_path"),
         "checkpoint": checkpoint["path"] if checkpoint else None,
-        "weights": _weights_sources(model),
+        "weights": _weights_files(model),
         "fingerprint": fingerprint,
     }
 

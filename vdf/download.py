@@ -14,33 +14,17 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from vdf.models.weights import hub_cache_dir, hub_references, is_weights_argument, resolve_source
+from vdf.models.weights import hub_cache_dir, resolve_source, weight_sources
 
 __all__ = ["config_sources", "main"]
 
 
 def config_sources(configs: list[str]) -> list[tuple[str, str]]:
-    """``(dotted key, source)`` of what the layered ``configs`` load: every ``hf://`` string, and
-    every local path given to a weights argument (``weights``, ``<part>_weights``)."""
+    """``(dotted key, source)`` of what the layered ``configs`` load (`vdf.models.weights.weight_sources`):
+    every ``hf://`` string, and every local path given to a weights argument."""
     from vdf.cli import merge_configs
 
-    merged = merge_configs(configs)
-    found = list(hub_references(merged))
-    hub_keys = {key for key, _ in found}
-
-    def local(node, key: str = ""):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                sub = f"{key}.{k}" if key else str(k)
-                if isinstance(v, str) and is_weights_argument(str(k)) and sub not in hub_keys:
-                    yield sub, v
-                else:
-                    yield from local(v, sub)
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                yield from local(v, f"{key}.{i}" if key else str(i))
-
-    return found + list(local(merged))
+    return list(weight_sources(merge_configs(configs)))
 
 
 def main(args: list[str] | None = None) -> list[tuple[str, str, str]]:

@@ -21,7 +21,7 @@ the Hugging Face cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache
 downloading what is missing unless ``HF_HUB_OFFLINE=1``; a folder brings only its own JSON files and
 one weights file (or the shards of one index) in `weights_file`'s order of preference. Runs stay
 offline-friendly: ``vdf download --config C`` fetches everything a config names ahead of time
-(`hub_references`), and a run with ``HF_HUB_OFFLINE=1`` then reads the cache only.
+(`weight_sources`), and a run with ``HF_HUB_OFFLINE=1`` then reads the cache only.
 
 Every model reads its weights through `read_weights` and loads them with
 `load_state_dict_strict` (both joined in `load_weights`), so all of them accept the same
@@ -57,7 +57,6 @@ __all__ = [
     "HubReference",
     "StateDictMismatchError",
     "hub_cache_dir",
-    "hub_references",
     "is_hub_reference",
     "is_weights_argument",
     "load_state_dict_strict",
@@ -66,6 +65,7 @@ __all__ = [
     "read_weights",
     "resolve_source",
     "unwrap_state_dict",
+    "weight_sources",
     "weights_file",
     "widen_conv_in",
 ]
@@ -263,18 +263,23 @@ def _local(source: str | os.PathLike, what: str, where: str) -> tuple[Path, str]
     return path, where
 
 
-def hub_references(config: Any) -> Iterator[tuple[str, str]]:
-    """``(dotted key, reference)`` of every ``hf://`` string in a (merged) config, in order."""
+def weight_sources(config: Any) -> Iterator[tuple[str, str]]:
+    """``(dotted key, source)`` of what a (merged) config loads, in order: every non-empty string
+    given to a weights argument (``weights``, ``<part>_weights``, `is_weights_argument`), local
+    or ``hf://``, and every other ``hf://`` string (e.g. a scheduler config)."""
     if isinstance(config, Mapping):
-        for key, value in config.items():
-            for sub, ref in hub_references(value):
-                yield (f"{key}.{sub}" if sub else str(key)), ref
+        items = ((str(k), v) for k, v in config.items())
     elif isinstance(config, (list, tuple)):
-        for i, value in enumerate(config):
-            for sub, ref in hub_references(value):
-                yield (f"{i}.{sub}" if sub else str(i)), ref
-    elif is_hub_reference(config):
-        yield "", config
+        items = ((str(i), v) for i, v in enumerate(config))
+    else:
+        return
+    for key, value in items:
+        if isinstance(value, str):
+            if (value and is_weights_argument(key)) or is_hub_reference(value):
+                yield key, value
+        else:
+            for sub, source in weight_sources(value):
+                yield f"{key}.{sub}", source
 
 
 # -- reading ------------------------------------------------------------------------------------
