@@ -29,6 +29,7 @@ from vdf.io.video import (
     _ffmpeg_message,
     _frame_to_tensor,
     _pick_video_stream,
+    check_decode_options,
     frame_orientation,
     output_size,
 )
@@ -69,8 +70,7 @@ class LiveSource:
         live_format: str | None = None,
         open_timeout: float = 30.0,
     ):
-        if stride < 1:
-            raise ValueError(f"stride must be at least 1, got {stride}")
+        check_decode_options(max_size, size_multiple, stride, max_frames, start_frame)
         self.spec = str(spec)
         self.path = self.spec  # what messages and manifests name
         # A live input has no name of its own, and each session is new content: the start time names it.

@@ -63,6 +63,24 @@ class VideoInfo:
     pix_fmt: str | None
 
 
+def check_decode_options(
+    max_size: int | None, size_multiple: int, stride: int, max_frames: int | None, start_frame: int
+) -> None:
+    """Raise ``ValueError`` for decoding options `VideoSource` (or `vdf.io.live.LiveSource`) cannot honour."""
+    if max_size is not None and max_size < 1:
+        raise ValueError(f"max_size must be at least 1 (or None), got {max_size}")
+    if size_multiple < 1:
+        raise ValueError(f"size_multiple must be at least 1, got {size_multiple}")
+    if max_size is not None and max_size < size_multiple:
+        raise ValueError(f"max_size ({max_size}) must be at least size_multiple ({size_multiple})")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1 (or None), got {max_frames}")
+    if start_frame < 0:
+        raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+
+
 def output_size(width: int, height: int, max_size: int | None = None, size_multiple: int = 1) -> tuple[int, int]:
     """Output ``(width, height)`` for a ``width x height`` frame.
 
@@ -230,18 +248,7 @@ class VideoSource:
         max_frames: int | None = None,
         start_frame: int = 0,
     ):
-        if max_size is not None and max_size < 1:
-            raise ValueError(f"max_size must be at least 1 (or None), got {max_size}")
-        if size_multiple < 1:
-            raise ValueError(f"size_multiple must be at least 1, got {size_multiple}")
-        if max_size is not None and max_size < size_multiple:
-            raise ValueError(f"max_size ({max_size}) must be at least size_multiple ({size_multiple})")
-        if stride < 1:
-            raise ValueError(f"stride must be at least 1, got {stride}")
-        if max_frames is not None and max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1 (or None), got {max_frames}")
-        if start_frame < 0:
-            raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+        check_decode_options(max_size, size_multiple, stride, max_frames, start_frame)
         self.path = Path(path)
         self.name = name if name is not None else (self.path.name if self.path.is_dir() else self.path.stem)
         self.max_size = max_size
