@@ -30,4 +30,4 @@ def changed_paths(root: str | Path) -> set[str] | None:
     if out.returncode != 0:
         return None
     paths = {entry[3:] for entry in out.stdout.split("\0") if len(entry) > 3}
-    return {p for p in paths if not any(cache in f"/{p}" or p.startswith(cache) for cache in TOOL_CACHES)}
+    return {p for p in paths if not any(cache in f"/{p}" for cache in TOOL_CACHES)}

@@ -137,6 +137,7 @@ class DepthPredictionWriter(L.Callback):
         #: What makes the outputs (config files, task, checkpoint, ``fingerprint``); ``vdf predict``
         #: sets it (`vdf.cli.run_source`), otherwise it is described from the module.
         self.source: dict[str, Any] | None = None
+        self._rank: int | None = None  # this process's rank in a multi-process predict
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -174,8 +175,8 @@ class DepthPredictionWriter(L.Callback):
         out.mkdir(parents=True, exist_ok=True)
         # Several ranks each keep their own record (no two processes write one file); rank 0
         # merges them into manifest.json at the end.
-        filename = f".manifest.rank{trainer.global_rank}.json" if trainer.world_size > 1 else RUN_MANIFEST_NAME
         self._rank = trainer.global_rank if trainer.world_size > 1 else None
+        filename = RUN_MANIFEST_NAME if self._rank is None else _rank_manifest(self._rank)
         self._run = RunManifest(
             self.output_dir,
             filename=filename,
@@ -205,7 +206,7 @@ class DepthPredictionWriter(L.Callback):
             self._write_clips(outputs, batch, pl_module)
 
     def _record(self, name: str, status: str, **info: Any) -> None:
-        if getattr(self, "_rank", None) is not None:
+        if self._rank is not None:
             info["rank"] = self._rank  # which process wrote it (multi-GPU predict)
         self.results.append({"name": name, "status": status, **info})
         assert self._run is not None
@@ -331,8 +332,7 @@ class DepthPredictionWriter(L.Callback):
         self._say(f"[done] {label}: {count} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
         self._record(name, "ok", input=label, frames=count, seconds=seconds, frames_per_second=fps)
         if interrupted is not None:
-            self._run.save()
-            raise interrupted
+            raise interrupted  # the record above is saved (the run manifest saves every result)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._run is None:
@@ -349,7 +349,7 @@ class DepthPredictionWriter(L.Callback):
         trainer.strategy.barrier("vdf-predict-manifests")
         if trainer.is_global_zero:
             out = Path(self.output_dir)
-            ranks = [out / f".manifest.rank{r}.json" for r in range(trainer.world_size)]
+            ranks = [out / _rank_manifest(r) for r in range(trainer.world_size)]
             records = [RunManifest(out, filename=p.name) for p in ranks]
             run = RunManifest(out, info=self._run.info, autosave=False)
             run.merge(records)
@@ -362,6 +362,11 @@ class DepthPredictionWriter(L.Callback):
             for path in ranks:
                 path.unlink(missing_ok=True)
         trainer.strategy.barrier("vdf-predict-merged")
+
+
+def _rank_manifest(rank: int) -> str:
+    """The record one rank keeps in the output folder during a multi-process predict."""
+    return f".manifest.rank{rank}.json"
 
 
 def _progress(count: int, total: int | None, seconds: float) -> str:

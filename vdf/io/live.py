@@ -113,18 +113,19 @@ class LiveSource:
         if self._info is not None:
             return self._info
         container = self._open()
-        stream = _pick_video_stream(container.streams.video)
-        if stream is None:
-            container.close()
-            raise VideoInputError(self.spec, "no video stream in the live input")
         try:
-            first = next(iter(container.decode(stream)), None)
-        except av.FFmpegError as err:
+            stream = _pick_video_stream(container.streams.video)
+            if stream is None:
+                raise VideoInputError(self.spec, "no video stream in the live input")
+            try:
+                first = next(iter(container.decode(stream)), None)
+            except av.FFmpegError as err:
+                raise VideoInputError(self.spec, f"could not decode the first frame ({_ffmpeg_message(err)})") from err
+            if first is None:
+                raise VideoInputError(self.spec, "the stream ended before its first frame")
+        except VideoInputError:
             container.close()
-            raise VideoInputError(self.spec, f"could not decode the first frame ({_ffmpeg_message(err)})") from err
-        if first is None:
-            container.close()
-            raise VideoInputError(self.spec, "the stream ended before its first frame")
+            raise
         self._container, self._stream, self._first = container, stream, first
         self._rotation, self._mirrored, _ = frame_orientation(first, stream.metadata)
         h, w = first.height, first.width
