@@ -82,7 +82,7 @@ class VDFCLI(LightningCLI):
             if notice:
                 print(f"vdf: note: {notice}", file=sys.stderr)
         if subcommand == "fit":
-            hint = finished_checkpoint_hint(config.get("ckpt_path"), self.trainer)
+            hint = finished_checkpoint_hint(config.get("ckpt_path"), getattr(self, "_ckpt_step", None), self.trainer)
             if hint:
                 print(f"vdf: note: {hint}", file=sys.stderr)
         if subcommand == "predict":
@@ -110,8 +110,12 @@ class VDFCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
+        self._ckpt_step: int | None = None
         if ckpt_path and Path(ckpt_path).is_file():
-            hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+            # Read once here (mmap: only what is touched is read); the step serves `finished_checkpoint_hint`.
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True)
+            self._ckpt_step = checkpoint.get("global_step")
+            hparams = checkpoint.get("hyper_parameters", {})
             theirs = hparams.get("_class_path")
             ours = config.get("model.class_path")
             if theirs and ours and theirs != ours:
@@ -308,11 +312,10 @@ def random_weights_notice(config, model_name: str) -> str | None:
     )
 
 
-def finished_checkpoint_hint(ckpt_path: str | None, trainer) -> str | None:
-    """A line when ``vdf fit --ckpt_path`` resumes a run that has already reached ``max_steps``."""
-    if not ckpt_path or not Path(ckpt_path).is_file():
+def finished_checkpoint_hint(ckpt_path: str | None, step: int | None, trainer) -> str | None:
+    """A line when ``vdf fit --ckpt_path`` resumes a run (at ``step``) that has already reached ``max_steps``."""
+    if not ckpt_path or step is None:
         return None
-    step = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("global_step", 0)
     max_steps = trainer.max_steps
     if max_steps is None or max_steps < 0 or step < max_steps:
         return None
