@@ -16,12 +16,13 @@ from typing import Any, Optional
 from jsonargparse import ArgumentParser
 
 #: Metric keys, in table order, as logged under ``test/<dataset>/<key>``.
-METRIC_COLUMNS = ("abs_rel", "delta1", "rmse", "tae", "boundary_f1", "unet_evals_per_frame")
+METRIC_COLUMNS = ("abs_rel", "delta1", "rmse", "tae", "mfc", "boundary_f1", "unet_evals_per_frame")
 _HEADERS = {
     "abs_rel": "AbsRel ↓",
     "delta1": "δ1 ↑",
     "rmse": "RMSE ↓",
     "tae": "TAE ↓",
+    "mfc": "MFC ↓",
     "boundary_f1": "boundary F1 ↑",
     "unet_evals_per_frame": "UNet evals/frame",
     "frames_per_second": "frames/s",

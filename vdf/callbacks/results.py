@@ -1,7 +1,7 @@
 """`TestResultsWriter`: every ``vdf test`` run leaves a results file set beside its logs.
 
 ``<log_dir>/results.json`` (run info + one row per dataset), ``results.csv`` and ``results.md``
-(a markdown table: dataset, AbsRel, δ1, RMSE, TAE where poses exist, boundary F1, frames/s).
+(a markdown table: dataset, AbsRel, δ1, RMSE, TAE and MFC where poses exist, boundary F1, frames/s).
 ``python -m vdf.results`` collects several runs into one comparison table.
 """
 

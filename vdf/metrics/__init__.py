@@ -8,10 +8,12 @@ Plain functions (numpy or torch in, Python floats out) and a DDP-safe torchmetri
   (what ``vdf predict`` aligns to known depth with);
 - :func:`boundary_f1`: Depth Pro's scale-invariant boundary F1 of one frame;
 - :func:`temporal_alignment_error`: Video-Depth-Anything's TAE of one sequence;
+- :func:`multi_frame_consistency`, :class:`MultiFrameConsistency`: ChronoDepth's MFC;
 - :class:`VideoDepthMetrics`: all of the above, averaged over sequences, for Lightning.
 """
 
 from .boundary import boundary_f1, boundary_thresholds
+from .consistency import MultiFrameConsistency, multi_frame_consistency, warp_depth
 from .protocol import (
     EPS_CLIP,
     NoValidPixelsError,
@@ -27,6 +29,7 @@ from .video_depth import VideoDepthMetrics
 
 __all__ = [
     "EPS_CLIP",
+    "MultiFrameConsistency",
     "NoValidPixelsError",
     "VideoDepthMetrics",
     "align_disparity",
@@ -36,7 +39,9 @@ __all__ = [
     "boundary_thresholds",
     "evaluate_sequence",
     "fit_alignment",
+    "multi_frame_consistency",
     "reprojection_abs_rel",
     "resize_prediction",
     "temporal_alignment_error",
+    "warp_depth",
 ]

@@ -338,6 +338,8 @@ def evaluate_sequence(
     boundary: bool = False,
     pred_space: str = "disparity",
     align_space: str = "disparity",
+    tae: bool = True,
+    mfc: bool = False,
 ) -> dict[str, float]:
     """Score one sequence with the DepthCrafter / VDA protocol.
 
@@ -355,6 +357,11 @@ def evaluate_sequence(
         pred_space: ``disparity`` or ``depth``, the space the prediction is affine-invariant in.
         align_space: ``disparity`` (DepthCrafter's protocol) or ``depth`` (ChronoDepth's): where the
             least-squares fit runs (see the module doc for a prediction in the other space).
+        tae: with cameras, return ``tae`` (default True; False skips it, e.g. when only MFC is wanted).
+        mfc: with cameras, also return ``mfc``: ChronoDepth's multi-frame consistency
+            (:func:`vdf.metrics.multi_frame_consistency` on the aligned depth, the valid mask as the
+            compared pixels) and ``mfc_pairs``, the adjacent pairs it averages (``mfc`` is NaN and
+            ``mfc_pairs`` 0 when no pair compares a pixel).
         boundary: also return ``boundary_f1``, the mean over kept frames of
             :func:`vdf.metrics.boundary_f1` between the aligned depth and the GT, where GT pixels
             outside the valid mask are set to ``max_depth`` (FlashDepth's convention: invalid/sky
@@ -398,8 +405,12 @@ def evaluate_sequence(
         out["boundary_f1"] = float(np.mean([boundary_f1(depth[t], gt_b[t]) for t in kept]))
     if (intrinsics is None) != (cam_to_world is None):
         raise ValueError("TAE needs both intrinsics and cam_to_world (got only one)")
-    if intrinsics is not None:
+    if intrinsics is not None and tae:
         from .temporal import temporal_alignment_error
 
         out["tae"] = temporal_alignment_error(depth, intrinsics, cam_to_world, mask=tae_mask)
+    if intrinsics is not None and mfc:
+        from .consistency import multi_frame_consistency
+
+        out["mfc"], out["mfc_pairs"] = multi_frame_consistency(depth, intrinsics, cam_to_world, mask=mask)
     return out

@@ -11,7 +11,7 @@ __all__ = ["VideoDepthMetrics"]
 
 
 class VideoDepthMetrics(Metric):
-    """AbsRel, δ1, RMSE (+ boundary F1, TAE) with the DepthCrafter/VDA protocol, averaged over sequences.
+    """AbsRel, δ1, RMSE (+ boundary F1, TAE, MFC) with the DepthCrafter/VDA protocol, averaged over sequences.
 
     Every clip of a batch is one sequence: it gets its own scale/shift fit
     (:func:`vdf.metrics.evaluate_sequence`), and each sequence weighs the same in the result, as in
@@ -22,6 +22,9 @@ class VideoDepthMetrics(Metric):
         max_depth: valid range upper bound and depth clip (70 Sintel, 80 KITTI, 10 indoor).
         compute_boundary_f1: also accumulate ``boundary_f1`` (mean over frames, then sequences).
         compute_tae: also accumulate ``tae`` for batches that carry ``intrinsics`` and ``cam_to_world``.
+        compute_mfc: also accumulate ``mfc`` (ChronoDepth's multi-frame consistency, metres) for
+            batches that carry ``intrinsics`` and ``cam_to_world``; a sequence where no adjacent
+            pair compares a pixel does not count towards it.
         align_space: where the per-sequence fit runs: ``disparity`` (DepthCrafter's benchmark, the
             default) or ``depth`` (ChronoDepth's paper); see `vdf.metrics.protocol`.
         **kwargs: forwarded to :class:`torchmetrics.Metric` (e.g. ``sync_on_compute``).
@@ -31,7 +34,7 @@ class VideoDepthMetrics(Metric):
     higher_is_better = None  # mixed: δ1 and boundary F1 up, the others down
     full_state_update = False
 
-    _SUM_STATES = ("abs_rel", "delta1", "rmse", "boundary_f1", "tae")
+    _SUM_STATES = ("abs_rel", "delta1", "rmse", "boundary_f1", "tae", "mfc")
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class VideoDepthMetrics(Metric):
         compute_boundary_f1: bool = False,
         compute_tae: bool = False,
         align_space: str = "disparity",
+        compute_mfc: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -46,11 +50,13 @@ class VideoDepthMetrics(Metric):
         self.align_space = check_space(align_space, "align_space")
         self.compute_boundary_f1 = compute_boundary_f1
         self.compute_tae = compute_tae
+        self.compute_mfc = compute_mfc
         zero = torch.tensor(0.0, dtype=torch.float64)
         for name in self._SUM_STATES:
             self.add_state(f"{name}_sum", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("num_sequences", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("num_tae", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("num_mfc", default=zero.clone(), dist_reduce_fx="sum")
         self.add_state("skipped", default=zero.clone(), dist_reduce_fx="sum")
 
     def update(
@@ -80,7 +86,9 @@ class VideoDepthMetrics(Metric):
         """
         if pred.shape[0] != depth.shape[0]:
             raise ValueError(f"pred has batch size {pred.shape[0]} but depth has {depth.shape[0]}")
-        with_tae = self.compute_tae and intrinsics is not None and cam_to_world is not None
+        cameras = intrinsics is not None and cam_to_world is not None
+        with_tae = self.compute_tae and cameras
+        with_mfc = self.compute_mfc and cameras
         for b in range(depth.shape[0]):
             try:
                 scores = evaluate_sequence(
@@ -88,12 +96,14 @@ class VideoDepthMetrics(Metric):
                     depth[b],
                     self.max_depth,
                     None if valid is None else valid[b],
-                    intrinsics=intrinsics[b] if with_tae else None,
-                    cam_to_world=cam_to_world[b] if with_tae else None,
+                    intrinsics=intrinsics[b] if (with_tae or with_mfc) else None,
+                    cam_to_world=cam_to_world[b] if (with_tae or with_mfc) else None,
                     tae_mask=None if (tae_mask is None or not with_tae) else tae_mask[b],
                     boundary=self.compute_boundary_f1,
                     pred_space=pred_space,
                     align_space=self.align_space,
+                    tae=with_tae,
+                    mfc=with_mfc,
                 )
             except NoValidPixelsError:
                 self.skipped += 1
@@ -107,10 +117,13 @@ class VideoDepthMetrics(Metric):
             if with_tae:
                 self.tae_sum += scores["tae"]
                 self.num_tae += 1
+            if with_mfc and scores["mfc_pairs"] > 0:
+                self.mfc_sum += scores["mfc"]
+                self.num_mfc += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Means over sequences: ``abs_rel``, ``delta1``, ``rmse`` (+ ``boundary_f1``; ``tae`` if any
-        sequence had poses), and the counts ``num_sequences``, ``skipped`` (float64 scalars).
+        sequence had poses; ``mfc`` likewise), and the counts ``num_sequences``, ``skipped`` (float64 scalars).
 
         Raises:
             ValueError: no sequence with a valid pixel was seen (all skipped, or no update).
@@ -126,6 +139,8 @@ class VideoDepthMetrics(Metric):
             out["boundary_f1"] = self.boundary_f1_sum / n
         if self.compute_tae and float(self.num_tae) > 0:
             out["tae"] = self.tae_sum / self.num_tae
+        if self.compute_mfc and float(self.num_mfc) > 0:
+            out["mfc"] = self.mfc_sum / self.num_mfc
         out["num_sequences"] = n.clone()
         out["skipped"] = self.skipped.clone()
         return out

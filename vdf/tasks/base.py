@@ -19,6 +19,7 @@ from torch import nn
 from vdf.io import VideoSource
 from vdf.io.live import LiveSource
 from vdf.metrics import VideoDepthMetrics
+from vdf.metrics.protocol import check_space
 from vdf.predictors.base import Predictor
 from vdf.predictors.video import VideoPrediction
 
@@ -38,6 +39,8 @@ class VideoDepthTask(L.LightningModule):
         eval_max_depth: depth cap for evaluation when the datamodule does not say (metres).
         boundary_f1: also compute boundary F1 in validation/test (slower).
         tae: also compute TAE in validation/test when the dataset has poses.
+        mfc: also compute ChronoDepth's multi-frame consistency (MFC) in validation/test when the
+            dataset has poses.
         test_with_strategy: run ``vdf test`` sequences through the predictor's strategy (as
             ``vdf predict`` does) rather than as one clip forward; validation always uses the
             clip forward at the data's size.
@@ -58,6 +61,7 @@ class VideoDepthTask(L.LightningModule):
         tae: bool = False,
         test_with_strategy: bool = True,
         init_weights: str | None = None,
+        mfc: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["predictor", "loss", "optimizer", "lr_scheduler"])
@@ -68,6 +72,7 @@ class VideoDepthTask(L.LightningModule):
         self.eval_max_depth = eval_max_depth
         self.compute_boundary_f1 = boundary_f1
         self.compute_tae = tae
+        self.compute_mfc = mfc
         self.test_with_strategy = test_with_strategy
         self.eval_metrics = nn.ModuleDict()
         self._eval_names: list[str] = []
@@ -158,27 +163,36 @@ class VideoDepthTask(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "dataset_names"):
             names = dm.dataset_names(split)
-            depths = [getattr(d, "max_depth", self.eval_max_depth) for d in dm.datasets[split]]
-            sizes = [getattr(d, "inference_size", None) for d in dm.datasets[split]]
-            space = getattr(dm, "eval_space", "disparity")
+            datasets = dm.datasets[split]
+            depths = [getattr(d, "max_depth", self.eval_max_depth) for d in datasets]
+            sizes = [getattr(d, "inference_size", None) for d in datasets]
+            default = getattr(dm, "eval_space", "disparity")
+            # A dataset may fix its own protocol (space of the fit, boundary F1); else the defaults.
+            spaces = [
+                check_space(getattr(d, "eval_space", None) or default, f"eval_space of {split} dataset {name!r}")
+                for d, name in zip(datasets, names)
+            ]
+            boundary = [bool(getattr(d, "boundary_f1", False)) for d in datasets]
         else:
             loaders = getattr(self.trainer, f"{split}_dataloaders") or []
             n = len(loaders) if isinstance(loaders, (list, tuple)) else 1
             names = [f"dataloader_{i}" for i in range(n)]
             depths = [self.eval_max_depth] * n
             sizes = [None] * n
-            space = "disparity"
+            spaces = ["disparity"] * n
+            boundary = [False] * n
         self._eval_names = names
         self._eval_sizes = sizes
         self.eval_metrics = nn.ModuleDict(
             {
                 name: VideoDepthMetrics(
                     max_depth=depth,
-                    compute_boundary_f1=self.compute_boundary_f1,
+                    compute_boundary_f1=self.compute_boundary_f1 or with_boundary,
                     compute_tae=self.compute_tae,
                     align_space=space,
+                    compute_mfc=self.compute_mfc,
                 )
-                for name, depth in zip(names, depths)
+                for name, depth, space, with_boundary in zip(names, depths, spaces, boundary)
             }
         ).to(self.device)
 

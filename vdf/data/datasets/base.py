@@ -26,6 +26,11 @@ class VideoDepthDataset(Dataset, ABC):
     #: at one size, ``dataset_res_dict`` of its ``utils.py``); models whose resolution rule has
     #: ``protocol_sizes`` run there and are scored after resizing back. None: no fixed size.
     inference_size: tuple[int, int] | None = None
+    #: The space of the evaluation's least-squares fit for this dataset (``disparity`` or
+    #: ``depth``, e.g. ``depth`` for ChronoDepth's sets); None: the datamodule's ``eval_space``.
+    eval_space: str | None = None
+    #: Always score boundary F1 on this dataset (FlashDepth's sets), whatever the model's flag.
+    boundary_f1: bool = False
 
     @abstractmethod
     def __len__(self) -> int: ...

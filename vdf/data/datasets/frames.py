@@ -264,6 +264,11 @@ class PerFrameDataset(VideoDepthDataset):
         """``(K (3,3) at the native resolution or None, cam_to_world (4,4) or None)`` of ``frame``."""
         return frame.intrinsics, frame.cam_to_world
 
+    def read_image(self, frame: Frame) -> np.ndarray:
+        """RGB of ``frame`` as uint8 ``(H,W,3)`` at the depth map's resolution (override when the
+        dataset stores them at different sizes)."""
+        return read_rgb(frame.rgb)
+
     def native_size(self, sequence: FrameSequence) -> tuple[int, int]:
         """``(H, W)`` of the sequence's files, from its first image's header."""
         return image_size(sequence.frames[0].rgb)
@@ -337,7 +342,7 @@ class PerFrameDataset(VideoDepthDataset):
         rgbs, depths, ks, poses, paths = [], [], [], [], []
         for position in frames:
             frame = sequence.frames[position]
-            rgb = read_rgb(frame.rgb)
+            rgb = self.read_image(frame)
             depth = np.asarray(self.read_depth(frame), dtype=np.float32)
             if rgb.shape[:2] != depth.shape:
                 raise ValueError(

@@ -98,10 +98,13 @@ class Sintel(PerFrameDataset):
         stride: keep every ``stride``-th frame.
         max_frames: keep at most this many frames (published ``seq_len`` 50); None = all.
         shift_intrinsics: kept for a uniform interface (Sintel is not cropped).
+        inference_size: fixed ``(H, W)`` for models that honour protocol sizes (DepthCrafter's
+            benchmark: 448x1024; FlashDepth's: 434x1022).
+        eval_space: space of the evaluation fit for this dataset (ChronoDepth: ``depth``); None =
+            the datamodule's ``eval_space``.
+        boundary_f1: always score boundary F1 on it (FlashDepth's protocol).
         name: dataset name in logs and metric keys.
     """
-
-    inference_size = (448, 1024)  # DepthCrafter's benchmark size for this dataset
 
     max_depth = 70.0
 
@@ -116,9 +119,14 @@ class Sintel(PerFrameDataset):
         stride: int = 1,
         max_frames: int | None = 50,
         shift_intrinsics: bool = True,
+        inference_size: tuple[int, int] | None = (448, 1024),
+        eval_space: str | None = None,
+        boundary_f1: bool = False,
         name: str = "sintel",
     ):
         self.image_dir, self.depth_dir, self.cam_dir = image_dir, depth_dir, cam_dir
+        self.inference_size = tuple(inference_size) if inference_size is not None else None
+        self.eval_space, self.boundary_f1 = eval_space, boundary_f1
         super().__init__(
             root, name, sequences, start=start, stride=stride, max_frames=max_frames, shift_intrinsics=shift_intrinsics
         )
