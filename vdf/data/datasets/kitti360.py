@@ -11,7 +11,8 @@ Layout (``root`` = the KITTI-360 folder, as its downloads unpack)::
 Depth is the LiDAR scan of the same frame projected into the rectified camera 0 (KITTI-360 ships
 no depth maps): ``X_rect = R_rect_00 · inv(T_cam_to_velo) · X_velo``, pixel
 ``(round(u/w), round(v/w))`` of ``P_rect_00 · X_rect``; points with ``z <= 0`` or outside the image
-are dropped, and where several points fall on one pixel the nearest is kept. Pixels without a
+are dropped (the KITTI-360 devkit's ``TrVeloToRect`` and ``cam2image``), and where several points
+fall on one pixel the nearest is kept (the devkit's plain assignment keeps the last). Pixels without a
 point are invalid (sparse ground truth). Intrinsics are ``P_rect_00[:, :3]``; poses come from
 ``cam0_to_world.txt`` (frames absent from it have no pose, and a clip with such a frame carries no
 ``cam_to_world``).

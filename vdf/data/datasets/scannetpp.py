@@ -12,8 +12,9 @@ the 50 ``nvs_sem_val`` scenes. The depth maps are the ground truth and fix the s
 RGB is larger, so frames are returned at ``depth size · depth_upsample`` (default 2: 384x512):
 RGB resized with antialiasing, depth repeated ``depth_upsample`` times per axis (every ground
 truth pixel becomes an equal block, so per-frame means are those of the native map). Intrinsics
-(given at the RGB size) are scaled to that size. Poses are ``aligned_pose`` (camera -> world),
-read as OpenCV axes; ``pose_convention: opengl`` flips y and z for files that store ARKit's axes.
+(given at the RGB size) are scaled to that size. Poses are ``aligned_pose``: camera -> world with
+OpenCV axes, as the ScanNet++ toolkit back-projects the iPhone depth with it; ``pose_convention:
+opengl`` flips y and z for a pose stored with OpenGL axes.
 """
 
 from __future__ import annotations
