@@ -239,13 +239,11 @@ def test_vdf_test_writes_one_table_for_all_thirteen_sets(tmp_path, monkeypatch):
     fakes.kitti360(data / "kitti360", h=12, w=16)
     fakes.scannetpp(data / "scannetpp", scenes=("0a5c013435",), n=2)
     fd = data / "flashdepth"
-    (
-        fakes.unreal4k(fd, n=2),
-        fakes.eth3d(fd),
-        fakes.waymo(fd, n=2),
-        fakes.urbansyn(fd, n=2),
-        fakes.sintel_flashdepth(fd, n=2),
-    )
+    fakes.unreal4k(fd, n=2)
+    fakes.eth3d(fd)
+    fakes.waymo(fd, n=2)
+    fakes.urbansyn(fd, n=2)
+    fakes.sintel_flashdepth(fd, n=2)
     config = yaml.safe_load((ROOT / "configs/data/paper_benchmarks.yaml").read_text())
     # The shipped config, with only what a one-sequence fake needs changed: single named sequences
     # where the default is a fixed list, and a crop that fits 12x16 NYUv2 frames.
