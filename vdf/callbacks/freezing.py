@@ -113,7 +113,7 @@ class StagedFreezing(Callback):
             return
         from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 
-        strategy = trainer.strategy
+        strategy = getattr(trainer, "strategy", None)
         if isinstance(strategy, FSDPStrategy) and not strategy.kwargs.get("use_orig_params", False):
             raise RuntimeError(
                 "StagedFreezing under FSDP needs use_orig_params=True (the spatial/temporal parameters must stay "
