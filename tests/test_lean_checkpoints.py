@@ -10,7 +10,7 @@ store in checkpoints; ``SeedPerClip`` makes it a function of the clip in both ru
 ``tests/sharding_helpers.py``), the data order being restored by the resumable loader.
 
 The same checkpoint loads through ``vdf.load`` and ``init_weights``, and both refuse it, naming the
-module, when the rebuilt CLIP differs from the one it was trained with.
+module, when the CLIP differs from the one it was trained with.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_resume_from_lean_checkpoint_is_bitwise_equal_to_uninterrupted_run(runs)
 
 def test_lean_checkpoint_loads_for_inference_and_as_init_weights(runs):
     import vdf
-    from vdf.api import build_predictor
+    from vdf.api import build_predictor, load_checkpoint
     from vdf.tasks import LatentDiffusionTask
 
     configs = [a for a in runs["args"][: 2 * 3] if not a.startswith("--")]
@@ -128,14 +128,53 @@ def test_lean_checkpoint_loads_for_inference_and_as_init_weights(runs):
     state = predictor.state_dict()
     for key, value in runs["mid"]["state_dict"].items():
         assert torch.equal(state[key.removeprefix("predictor.")], value), key
-    task = LatentDiffusionTask(build_predictor(configs, clip)[0], init_weights=str(runs["mid_path"]))
-    assert torch.equal(
-        task.state_dict()["predictor.denoiser.unet.unet.conv_in.weight"],
-        runs["mid"]["state_dict"]["predictor.denoiser.unet.unet.conv_in.weight"],
-    )
-    # Other CLIP weights: refused by both, naming the module.
-    other = {"denoiser__init_args__image_encoder__init_args__weights": str(_write_clip(runs["base"] / "other", seed=1))}
+    rebuilt = build_predictor(configs, clip)[0]
+    task = LatentDiffusionTask(rebuilt, init_weights=str(runs["mid_path"]))
+    for key, value in task.state_dict().items():
+        assert torch.equal(value, state[key.removeprefix("predictor.")]), key
+    # Other CLIP weights than those trained with: refused by both, naming the module.
+    with torch.no_grad():
+        rebuilt.denoiser.image_encoder.encoder.visual_projection.weight.add_(1e-3)
     with pytest.raises(FrozenWeightsMismatchError, match="image_encoder"):
-        vdf.load(configs, ckpt=runs["mid_path"], device="cpu", **other)
+        load_checkpoint(rebuilt, runs["mid_path"])
     with pytest.raises(FrozenWeightsMismatchError, match="image_encoder"):
-        LatentDiffusionTask(build_predictor(configs, other)[0], init_weights=str(runs["mid_path"]))
+        LatentDiffusionTask(rebuilt, init_weights=str(runs["mid_path"]))
+
+
+def test_fsdp_resumes_from_a_lean_checkpoint(runs):
+    """Lightning's FSDP loads a full checkpoint's weights before any hook runs: vdf's strategy
+    completes the left-out frozen modules as the file is read. An FSDP run (one process, gloo, in
+    this interpreter) resumed from its own lean step-1 checkpoint ends where it ends uninterrupted.
+    The process group and the launcher's environment variables are removed afterwards."""
+    import os
+
+    import torch.distributed as dist
+
+    from vdf.cli import main
+
+    base = runs["base"] / "fsdp"
+    base.mkdir()
+    args = [*runs["args"], "--config", str(Path(__file__).resolve().parents[1] / "configs" / "strategy" / "fsdp.yaml")]
+    environ, threads = dict(os.environ), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(base)
+            main(["fit", *args])
+            (mid,) = base.glob("runs/*/version_0/checkpoints/epoch=*-step=1.ckpt")
+            main(["fit", *args, "--ckpt_path", str(mid)])
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+    lean = torch.load(mid, map_location="cpu", weights_only=False)["state_dict"]
+    assert not any(".denoiser.vae." in k or ".image_encoder." in k for k in lean)
+    (full,) = base.glob("runs/*/version_0/checkpoints/epoch=*-step=2.ckpt")
+    (resumed,) = base.glob("runs/*/version_1/checkpoints/epoch=*-step=2.ckpt")
+    full, resumed = (torch.load(p, map_location="cpu", weights_only=False) for p in (full, resumed))
+    assert full["global_step"] == resumed["global_step"] == 2
+    assert full["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key

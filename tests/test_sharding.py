@@ -199,12 +199,54 @@ def test_deepspeed_overlays_parse_with_their_settings(overlay, stage, offload, c
     assert built.config["zero_optimization"]["stage"] == stage
 
 
-def test_fsdp_overlay_parses_with_the_other_families(capsys, in_tmp_cwd):
-    # DepthCrafter runs under it above; the overlay only sets trainer.strategy, so the other SVD
-    # families take it alike (Depth Any Video stands for them) and FlashDepth's recipe does too.
-    for recipe in (["depthanyvideo.yaml", "depthanyvideo/train.yaml"], ["flashdepth.yaml"]):
-        strategy = _parsed_strategy(capsys, recipe, "fsdp.yaml")
-        assert strategy["class_path"] == "vdf.tasks.sharding.FSDPStrategy", recipe
-        assert strategy["init_args"]["auto_wrap_policy"]["class_path"] == "vdf.models.sharding.VDFWrapPolicy"
-        assert strategy["init_args"]["sharding_strategy"] == "FULL_SHARD"
-        assert strategy["init_args"]["state_dict_type"] == "full"
+def _units(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """The qualified names of the modules `VDFWrapPolicy` makes FSDP units, and of the parameters
+    left to the root unit."""
+    from vdf.models.sharding import VDFWrapPolicy
+
+    wrapped = VDFWrapPolicy()._run_policy(model, set(), {})
+    names = {m: n for n, m in model.named_modules()}
+    units = sorted(names[m] for m in wrapped if m is not model)
+    root = [n for n, _ in model.named_parameters() if not any(n.startswith(f"{u}.") for u in units)]
+    return units, root
+
+
+def test_wrap_units_hold_one_training_group_for_every_family():
+    from vdf.models.flashdepth import FlashDepth
+    from vdf.models.svd import SVDUNet
+
+    # The SVD UNet as DepthCrafter/ChronoDepth build it, and with Depth Any Video's RoPE temporal
+    # attention and no added time ids: every unit is all-spatial or all-temporal, the root spatial.
+    tiny = dict(block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4), cross_attention_dim=32)
+    for unet in (SVDUNet(**tiny, addition_time_embed_dim=8), SVDUNet(**tiny, added_time_ids=False, temporal_rope=True)):
+        units, root = _units(unet)
+        assert len(units) > 10
+        for unit in units:
+            groups = {parameter_group(f"{unit}.{n}") for n, _ in unet.get_submodule(unit).named_parameters()}
+            assert len(groups) == 1, (unit, groups)
+        assert {parameter_group(n) for n in root} == {"spatial"}
+        assert {parameter_group(u) for u in units} == {"spatial", "temporal"}
+    # FlashDepth (Full): student and teacher ViT blocks and the fusion blocks; not the per-frame Mamba.
+    net = FlashDepth(
+        "full",
+        embed_dim=48,
+        depth=4,
+        num_heads=2,
+        layer_indices=[0, 1, 2, 3],
+        features=16,
+        out_channels=[8, 16, 24, 32],
+        mamba_d_state=16,
+        mamba_expand=2,
+        mamba_headdim=8,
+        teacher_embed_dim=48,
+        teacher_depth=4,
+        teacher_num_heads=2,
+        teacher_layer_indices=[0, 1, 2, 3],
+        teacher_features=32,
+        teacher_out_channels=[8, 16, 24, 32],
+    )
+    units, _ = _units(net)
+    assert sum(u.startswith("pretrained.blocks.") for u in units) == 4
+    assert sum(u.startswith("teacher_model.pretrained.blocks.") for u in units) == 4
+    assert any(u.startswith("hybrid_fusion.") for u in units)
+    assert not any(u.startswith("mamba.") for u in units)

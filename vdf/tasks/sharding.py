@@ -1,6 +1,6 @@
 """`FSDPStrategy`: Lightning's FSDP strategy as vdf's recipes use it (``configs/strategy/fsdp.yaml``).
 
-Four differences from ``lightning.pytorch.strategies.FSDPStrategy``, all small:
+Five differences from ``lightning.pytorch.strategies.FSDPStrategy``, all small:
 
 - **original parameters are required** (``use_orig_params=True``, Lightning's default, which this
   class refuses to turn off): `vdf.callbacks.freezing.StagedFreezing`, the per-module learning
@@ -16,6 +16,10 @@ Four differences from ``lightning.pytorch.strategies.FSDPStrategy``, all small:
 - **gradient clipping by norm works** (the recipes clip at 1.0): Lightning's FSDP precision
   refuses it, because each rank holds only a shard of the gradients; vdf clips with FSDP's own
   ``clip_grad_norm_``, whose norm is over all shards;
+- **lean checkpoints load**: Lightning's FSDP loads a full checkpoint's weights itself, before
+  the task's ``on_load_checkpoint`` could put back the frozen modules a lean checkpoint leaves
+  out (`vdf.models.weights.lean_state_dict`); this class completes the state dict as it is read
+  (`vdf.models.weights.complete_state_dict`: rebuilt modules, fingerprints checked);
 - **CPU is allowed** (gloo): Lightning's accelerator connector only accepts its own FSDP class on
   CUDA, and it gives FSDP no device on CPU, where PyTorch's FSDP then refuses to guess one;
   PyTorch's FSDP itself runs on a CPU process group when told ``device_id=cpu``. vdf uses this
@@ -25,6 +29,7 @@ Four differences from ``lightning.pytorch.strategies.FSDPStrategy``, all small:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -81,3 +86,25 @@ class FSDPStrategy(_LightningFSDPStrategy):
 
         self.precision_plugin.clip_grad_by_norm = clip_grad_by_norm
         return model
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        from lightning.pytorch.strategies import fsdp as lightning_fsdp
+
+        from vdf.models.weights import FROZEN_RECORD, complete_state_dict
+
+        read = lightning_fsdp._lazy_load
+        task = self.lightning_module
+
+        def read_completed(path: Any) -> dict[str, Any]:
+            checkpoint = read(path)
+            if checkpoint.get(FROZEN_RECORD) and "state_dict" in checkpoint:
+                complete_state_dict(
+                    checkpoint["state_dict"], checkpoint[FROZEN_RECORD], task, f"checkpoint {Path(path)}"
+                )
+            return checkpoint
+
+        lightning_fsdp._lazy_load = read_completed
+        try:
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        finally:
+            lightning_fsdp._lazy_load = read
