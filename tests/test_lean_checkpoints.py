@@ -178,3 +178,38 @@ def test_fsdp_resumes_from_a_lean_checkpoint(runs):
     assert full["state_dict"].keys() == resumed["state_dict"].keys()
     for key, value in full["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_fingerprints_accept_the_same_weights_in_a_half_dtype_and_refuse_others(tmp_path):
+    from torch import nn
+
+    from vdf.models.weights import complete_state_dict, lean_state_dict, load_weights, mark_frozen
+
+    torch.manual_seed(0)
+    torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "frozen.pt")
+
+    def build(dtype: torch.dtype = torch.float32) -> nn.Module:
+        root = nn.Module()
+        root.trained, root.frozen = nn.Linear(2, 2), nn.Linear(3, 2)
+        load_weights(root.frozen, tmp_path / "frozen.pt", "frozen weights", "written by this test")
+        mark_frozen(root.frozen.to(dtype))
+        return root
+
+    trained = build()
+    state = trained.state_dict()
+    record = lean_state_dict(state, trained)
+    assert set(state) == {"trained.weight", "trained.bias"} and record["frozen"]["num_tensors"] == 2
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        rebuilt, completed = build(dtype), dict(state)
+        complete_state_dict(completed, record, rebuilt, "test checkpoint")
+        assert torch.equal(completed["frozen.weight"], trained.frozen.weight.detach().to(dtype))
+    other = build()
+    with torch.no_grad():
+        other.frozen.bias.add_(1e-6)
+    with pytest.raises(FrozenWeightsMismatchError, match="'frozen'.*frozen.pt"):
+        complete_state_dict(dict(state), record, other, "test checkpoint")
+    # A module with randomly initialised parts stays in the checkpoint.
+    random = nn.Module()
+    random.frozen = mark_frozen(nn.Linear(3, 2))
+    kept = random.state_dict()
+    assert lean_state_dict(kept, random) == {} and set(kept) == {"frozen.weight", "frozen.bias"}

@@ -546,7 +546,8 @@ def load_weights(
 # ``FROZEN_RECORD``, each left-out module's sources and a fingerprint of its tensors; loading
 # puts the rebuilt tensors back and refuses them when their fingerprint differs
 # (`complete_state_dict`), so a run never resumes on frozen weights other than those it trained
-# with. A frozen module with randomly initialised parts (the tiny configs' CLIP) stays in the
+# with. A module rebuilt in float16 or bfloat16 (an inference config) is compared with the trained
+# weights cast to that dtype. A frozen module with randomly initialised parts (the tiny configs' CLIP) stays in the
 # checkpoint whole.
 
 #: Key of a checkpoint's record of the frozen modules it leaves out.
@@ -607,6 +608,17 @@ def tensor_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _floating(tensors: Mapping[str, torch.Tensor]) -> bool:
+    return any(t.is_floating_point() for t in tensors.values())
+
+
+def _cast(tensors: Mapping[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(_HALF[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
 def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(f"{prefix}.")}
 
@@ -626,7 +638,14 @@ def lean_state_dict(state: dict[str, torch.Tensor], root: nn.Module) -> dict[str
         tensors = _under(state, name)
         if sources is None or not tensors:
             continue
-        record[name] = {"sources": sources, "fingerprint": tensor_fingerprint(tensors), "num_tensors": len(tensors)}
+        record[name] = {
+            "sources": sources,
+            "fingerprint": tensor_fingerprint(tensors),
+            # A config may rebuild the module in a half dtype (the inference configs load VAE and
+            # CLIP in float16): the same weights then equal these casts of the trained ones.
+            "cast_fingerprints": {d: tensor_fingerprint(_cast(tensors, d)) for d in _HALF if _floating(tensors)},
+            "num_tensors": len(tensors),
+        }
         for key in tensors:
             del state[f"{name}.{key}"]
     return record
@@ -651,7 +670,11 @@ def complete_state_dict(
                 f"{type(root).__name__} as configured does not have: use the config the checkpoint was trained with"
             )
         tensors = module.state_dict()
-        if tensor_fingerprint(tensors) != info.get("fingerprint"):
+        fingerprint = tensor_fingerprint(tensors)
+        dtypes = {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()}
+        half = dtypes.pop() if len(dtypes) == 1 and dtypes <= set(_HALF) else None
+        cast = (info.get("cast_fingerprints") or {}).get(half) if half else None
+        if fingerprint != info.get("fingerprint") and fingerprint != cast:
             raise FrozenWeightsMismatchError(
                 f"{source} was trained with frozen {name!r} from {info.get('sources')}, and the module rebuilt now "
                 f"(from {_rebuild_sources(module) or 'random initialisation'}) has different weights, dtype or sizes "
