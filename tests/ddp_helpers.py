@@ -7,6 +7,9 @@ second rank), so the per-rank facts are written to files: add it with
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +73,26 @@ class RecordRun(L.Callback):
             "metrics": self.metrics,
         }
         torch.save(record, self._path(trainer, "fit"))
+
+
+def run_vdf(args: list[str], cwd: Path, root: Path) -> None:
+    """``python -m vdf ARGS`` in ``cwd`` with ``root`` and ``root/tests`` on the path, one thread per
+    process and no launcher variables inherited (Lightning's launcher starts the other ranks)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (
+            k.startswith(("PL_", "MASTER_", "LOCAL_", "GROUP_", "ROLE_", "TORCHELASTIC_"))
+            or k in ("RANK", "WORLD_SIZE", "NODE_RANK")
+        )
+    }
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "tests"), str(root), env.get("PYTHONPATH", "")])
+    cwd.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "vdf", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"vdf {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        )

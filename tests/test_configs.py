@@ -38,7 +38,7 @@ def test_every_family_has_one_tiny_overlay_and_every_overlay_a_family():
     tiny = {os.path.splitext(os.path.basename(p))[0] for p in TINY_CONFIGS}
     assert set(FAMILIES) - {"quickstart"} == tiny
     folders = {os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "configs", "*", "*.yaml"))}
-    assert folders - {"tiny", "data"} <= set(FAMILIES), "a stage folder without its family base"
+    assert folders - {"tiny", "data", "strategy"} <= set(FAMILIES), "a stage folder without its family base"
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=_rel)

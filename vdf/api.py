@@ -87,16 +87,21 @@ def build_predictor(
 
 def load_checkpoint(predictor: Predictor, ckpt: str | Path) -> None:
     """Load a task checkpoint's ``predictor.*`` weights (or a bare predictor state dict), strictly."""
-    from vdf.models.weights import load_state_dict_strict
+    from vdf.models.weights import FROZEN_RECORD, complete_state_dict, load_state_dict_strict
 
     path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", checkpoint)
     prefix = "predictor."
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    # A lean checkpoint leaves out frozen modules rebuilt from their weights files (checked by fingerprint).
+    record = checkpoint.get(FROZEN_RECORD) or {}
+    record = {k[len(prefix) :]: v for k, v in record.items() if k.startswith(prefix)}
+    if record:
+        complete_state_dict(state, record, predictor, f"checkpoint {path}")
     load_state_dict_strict(predictor, state, source=f"checkpoint {path}")
 
 

@@ -138,7 +138,7 @@ class VDFCLI(LightningCLI):
 
 
 #: Overlay folders under configs/ that do not name a recipe (runs are named after the recipe).
-OVERLAY_FOLDERS = ("tiny", "data")
+OVERLAY_FOLDERS = ("tiny", "data", "strategy")
 
 
 def _recipe_parts(path: str) -> tuple[str, str | None] | None:

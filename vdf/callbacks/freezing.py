@@ -8,11 +8,23 @@ Freezing happens in ``setup``, before Lightning's strategy wraps the model: froz
 ``requires_grad=False``, so DDP neither synchronises nor allocates gradient buckets for them, they
 never hold a ``.grad``, and the optimizer only sees the trainable ones.
 
+Sharded strategies (``configs/strategy/``) see the same flags, because they too wrap the model
+after ``setup``:
+
+- **FSDP** (`vdf.tasks.sharding.FSDPStrategy`) must keep the original parameters
+  (``use_orig_params=True``, checked here): the spatial/temporal names stay addressable after
+  wrapping, the optimizer gets exactly the trainable original parameters, frozen ones never get a
+  ``.grad``; and `vdf.models.sharding.VDFWrapPolicy` makes every FSDP unit all-spatial or
+  all-temporal, so a frozen group's units require no gradient and FSDP reduces nothing for them.
+- **DeepSpeed** (ZeRO-2/3) builds its engine over the optimizer's parameters, which are the
+  trainable ones only: frozen parameters are neither partitioned into gradient buckets nor reduced.
+
 A schedule with several stages switches at the given global steps. On one process the switch
 re-freezes and rebuilds the optimizer (its state and the learning-rate schedule restart, as at a
-new stage). Under DDP the set of synchronised parameters is fixed when the model is wrapped, so a
-switch cannot keep ranks identical: the callback refuses such a schedule at setup and asks for
-one run per stage (``init_weights`` carries the weights across).
+new stage). Under DDP and FSDP the set of synchronised parameters is fixed when the model is
+wrapped, and DeepSpeed's engine owns its optimizer, so there a switch cannot keep ranks identical
+(or rebuild the optimizer): the callback refuses such a schedule at setup and asks for one run per
+stage (``init_weights`` carries the weights across).
 """
 
 from __future__ import annotations
@@ -99,6 +111,20 @@ class StagedFreezing(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+        strategy = getattr(trainer, "strategy", None)
+        if isinstance(strategy, FSDPStrategy) and not strategy.kwargs.get("use_orig_params", False):
+            raise RuntimeError(
+                "StagedFreezing under FSDP needs use_orig_params=True (the spatial/temporal parameters must stay "
+                "addressable after wrapping): use configs/strategy/fsdp.yaml (vdf.tasks.sharding.FSDPStrategy)"
+            )
+        if len(self.stages) > 1 and isinstance(strategy, DeepSpeedStrategy):
+            raise RuntimeError(
+                "StagedFreezing: a stage switch during a run is not possible under DeepSpeed (its engine owns the "
+                "optimizer built at setup). Run each stage as its own `vdf fit` with one `trainable` and pass the "
+                "previous stage's checkpoint as model.init_args.init_weights"
+            )
         if len(self.stages) > 1 and trainer.world_size > 1:
             raise RuntimeError(
                 f"StagedFreezing: a stage switch during a run is not possible with {trainer.world_size} processes "

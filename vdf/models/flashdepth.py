@@ -38,7 +38,7 @@ from vdf.models.dinov2 import PATCH_SIZE, DINOv2, check_patch_multiple
 from vdf.models.dpt import DPTHead
 from vdf.models.hybrid_fusion import HybridFusion
 from vdf.models.mamba import Mamba2, Mamba2State
-from vdf.models.weights import load_weights
+from vdf.models.weights import load_weights, mark_frozen
 
 __all__ = [
     "FlashDepth",
@@ -452,7 +452,7 @@ class FlashDepth(nn.Module):
                 layer_indices=teacher_layer_indices,
                 device=device,
             )
-            self.teacher_model.requires_grad_(False)
+            mark_frozen(self.teacher_model)  # never trained; see vdf.models.weights.mark_frozen
             self.teacher_model.eval()
             with torch.device(device) if device is not None else nullcontext():
                 self.hybrid_fusion = HybridFusion(

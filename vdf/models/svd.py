@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vdf.models.weights import load_weights, read_config
+from vdf.models.weights import load_weights, mark_frozen, read_config
 
 #: The dtype a network holds its weights in (and computes in). The official inference pipelines
 #: of DepthCrafter, ChronoDepth and Depth Any Video load UNet, VAE and CLIP in float16.
@@ -577,8 +577,9 @@ class SVDDepthDenoiser(nn.Module):
                 f"image embeddings have width {self.image_encoder.dim} but the UNet's cross-attention expects "
                 f"{unet.cross_attention_dim}"
             )
-        self.vae.requires_grad_(False)
-        self.image_encoder.requires_grad_(False)
+        # Never trained: replicated (not sharded) by FSDP, left out of checkpoints when loaded from files.
+        mark_frozen(self.vae)
+        mark_frozen(self.image_encoder)
         self.video_latent_sample = video_latent_sample
         self.video_latent_scaled = video_latent_scaled
         self.noise_aug_strength = noise_aug_strength

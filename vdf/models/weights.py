@@ -53,17 +53,24 @@ import torch
 from torch import nn
 
 __all__ = [
+    "FROZEN_RECORD",
     "HUB_SCHEME",
+    "FrozenWeightsMismatchError",
     "HubReference",
     "StateDictMismatchError",
+    "complete_state_dict",
+    "frozen_modules",
     "hub_cache_dir",
     "is_hub_reference",
     "is_weights_argument",
+    "lean_state_dict",
     "load_state_dict_strict",
     "load_weights",
+    "mark_frozen",
     "read_config",
     "read_weights",
     "resolve_source",
+    "tensor_fingerprint",
     "unwrap_state_dict",
     "weight_sources",
     "weights_file",
@@ -525,6 +532,157 @@ def load_weights(
         load_state_dict_strict(module, state, source=f"{what} {path}", describe=describe)
     except StateDictMismatchError as error:
         raise StateDictMismatchError(f"{error}\n({where})") from None
+    # The module's whole state now comes from this source: a frozen module made of such modules is
+    # rebuilt from them instead of being stored in training checkpoints (`lean_state_dict`).
+    setattr(module, _SOURCE_ATTR, str(path))
+
+
+# -- frozen modules and lean checkpoints --------------------------------------------------------
+#
+# Networks a method never trains (the SVD families' VAE and CLIP image encoder, FlashDepth (Full)'s
+# teacher) are *marked frozen* by the model that owns them (`mark_frozen`). A training checkpoint
+# leaves out a frozen module whose whole state was loaded from weights sources (`load_weights`):
+# the constructor rebuilds it from those sources on load. In its place the checkpoint keeps, under
+# ``FROZEN_RECORD``, each left-out module's sources and a fingerprint of its tensors; loading
+# puts the rebuilt tensors back and refuses them when their fingerprint differs
+# (`complete_state_dict`), so a run never resumes on frozen weights other than those it trained
+# with. A module rebuilt in float16 or bfloat16 (an inference config) is compared with the trained
+# weights cast to that dtype. A frozen module with randomly initialised parts (the tiny configs' CLIP) stays in the
+# checkpoint whole.
+
+#: Key of a checkpoint's record of the frozen modules it leaves out.
+FROZEN_RECORD = "vdf_frozen_modules"
+_FROZEN_ATTR = "_vdf_frozen"
+_SOURCE_ATTR = "_vdf_weights_source"
+
+
+class FrozenWeightsMismatchError(RuntimeError):
+    """A checkpoint's left-out frozen module was rebuilt with different weights than it was trained with."""
+
+
+def mark_frozen(module: nn.Module) -> nn.Module:
+    """Freeze ``module`` (``requires_grad=False``) and mark it as never trained: sharded strategies
+    replicate it instead of sharding it, and checkpoints may leave it out (see above)."""
+    module.requires_grad_(False)
+    setattr(module, _FROZEN_ATTR, True)
+    return module
+
+
+def frozen_modules(root: nn.Module) -> dict[str, nn.Module]:
+    """The outermost modules under ``root`` marked by `mark_frozen`, by qualified name."""
+    found: dict[str, nn.Module] = {}
+    for name, module in root.named_modules(remove_duplicate=False):
+        if getattr(module, _FROZEN_ATTR, False) and not any(name.startswith(f"{p}.") for p in found):
+            found.setdefault(name, module)
+    return found
+
+
+def _rebuild_sources(module: nn.Module) -> list[str] | None:
+    """The weights sources that set every tensor of ``module``'s state dict, or None if some are not."""
+    covered: list[str] = []
+    sources: list[str] = []
+    for name, sub in module.named_modules():
+        source = getattr(sub, _SOURCE_ATTR, None)
+        if source is not None and not any(name == c or name.startswith(f"{c}.") for c in covered if c):
+            covered.append(name)
+            sources.append(source)
+    if "" in covered:
+        return sources
+    keys = list(module.state_dict())
+    if not keys:
+        return None
+    if all(any(k.startswith(f"{c}.") for c in covered) for k in keys):
+        return sources
+    return None
+
+
+def tensor_fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+_HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _floating(tensors: Mapping[str, torch.Tensor]) -> bool:
+    return any(t.is_floating_point() for t in tensors.values())
+
+
+def _cast(tensors: Mapping[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(_HALF[dtype]) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(f"{prefix}.")}
+
+
+def lean_state_dict(state: dict[str, torch.Tensor], root: nn.Module) -> dict[str, dict[str, Any]]:
+    """Remove from ``state`` (``root``'s state dict, in place) the frozen modules that their
+    weights sources rebuild, and return the record of them to store beside it under
+    ``FROZEN_RECORD``: ``{module name: {"sources": [...], "fingerprint": hex, "num_tensors": n}}``.
+
+    The fingerprint is taken from the tensors in ``state`` (a sharded strategy's full state dict
+    holds them whole; the live module may not)."""
+    record: dict[str, dict[str, Any]] = {}
+    for name, module in frozen_modules(root).items():
+        if any(p.requires_grad for p in module.parameters()):
+            continue  # unfrozen by a task: trained, so stored
+        sources = _rebuild_sources(module)
+        tensors = _under(state, name)
+        if sources is None or not tensors:
+            continue
+        record[name] = {
+            "sources": sources,
+            "fingerprint": tensor_fingerprint(tensors),
+            # A config may rebuild the module in a half dtype (the inference configs load VAE and
+            # CLIP in float16): the same weights then equal these casts of the trained ones.
+            "cast_fingerprints": {d: tensor_fingerprint(_cast(tensors, d)) for d in _HALF if _floating(tensors)},
+            "num_tensors": len(tensors),
+        }
+        for key in tensors:
+            del state[f"{name}.{key}"]
+    return record
+
+
+def complete_state_dict(
+    state: dict[str, torch.Tensor], record: Mapping[str, Mapping[str, Any]], root: nn.Module, source: str
+) -> None:
+    """Put the frozen modules a lean checkpoint left out back into ``state`` (in place), from
+    ``root``'s rebuilt ones, after checking their fingerprints.
+
+    Raises:
+        FrozenWeightsMismatchError: a rebuilt module's tensors differ from those the checkpoint
+            was trained with (other weights files, dtype or sizes), naming the module and sources.
+    """
+    modules = dict(root.named_modules())
+    for name, info in record.items():
+        module = modules.get(name)
+        if module is None:
+            raise FrozenWeightsMismatchError(
+                f"{source} left out the frozen module {name!r} (rebuilt from {info.get('sources')}), which "
+                f"{type(root).__name__} as configured does not have: use the config the checkpoint was trained with"
+            )
+        tensors = module.state_dict()
+        fingerprint = tensor_fingerprint(tensors)
+        dtypes = {str(t.dtype).removeprefix("torch.") for t in tensors.values() if t.is_floating_point()}
+        half = dtypes.pop() if len(dtypes) == 1 and dtypes <= set(_HALF) else None
+        cast = (info.get("cast_fingerprints") or {}).get(half) if half else None
+        if fingerprint != info.get("fingerprint") and fingerprint != cast:
+            raise FrozenWeightsMismatchError(
+                f"{source} was trained with frozen {name!r} from {info.get('sources')}, and the module rebuilt now "
+                f"(from {_rebuild_sources(module) or 'random initialisation'}) has different weights, dtype or sizes "
+                "(their fingerprints differ). Use the same weights files and the config the checkpoint was trained "
+                "with (config.yaml in its run folder)"
+            )
+        for key, value in tensors.items():
+            state[f"{name}.{key}"] = value
 
 
 # -- conv_in ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ published protocol (`vdf.metrics.VideoDepthMetrics`, one per dataset).
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import lightning as L
@@ -22,6 +23,20 @@ from vdf.metrics import VideoDepthMetrics
 from vdf.metrics.protocol import check_space
 from vdf.predictors.base import Predictor
 from vdf.predictors.video import VideoPrediction
+
+
+def _frozen_record(path: str) -> dict[str, Any] | None:
+    """The lean-checkpoint record of a vdf run's checkpoint file (None for other weights files)."""
+    from vdf.models.weights import FROZEN_RECORD, resolve_source
+
+    file = resolve_source(path, "init_weights")
+    if not file.is_file() or file.suffix not in (".ckpt", ".pt", ".pth"):
+        return None
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, pickle.UnpicklingError):
+        return None  # not a zip-format checkpoint: read_weights has read it (or said what is wrong)
+    return checkpoint.get(FROZEN_RECORD) if isinstance(checkpoint, dict) else None
 
 
 class VideoDepthTask(L.LightningModule):
@@ -81,15 +96,23 @@ class VideoDepthTask(L.LightningModule):
             self.load_weights(init_weights)
 
     def load_weights(self, path: str) -> None:
-        """Initialise from the weights of a vdf run's checkpoint (strict; errors name the file)."""
-        from vdf.models.weights import load_weights
+        """Initialise from the weights of a vdf run's checkpoint (strict; errors name the file).
 
-        load_weights(
-            self,
-            path,
-            "init_weights",
-            f"A checkpoint of an earlier vdf run of {type(self).__name__} (runs/<name>/version_N/checkpoints/last.ckpt)",
+        A lean checkpoint's left-out frozen modules are this task's own rebuilt ones, accepted
+        only if their fingerprints match those the checkpoint was trained with."""
+        from vdf.models.weights import StateDictMismatchError, complete_state_dict, load_state_dict_strict, read_weights
+
+        where = (
+            f"A checkpoint of an earlier vdf run of {type(self).__name__} (runs/<name>/version_N/checkpoints/last.ckpt)"
         )
+        state = read_weights(path, "init_weights", where)
+        record = _frozen_record(path)
+        if record:
+            complete_state_dict(state, record, self, f"init_weights {path}")
+        try:
+            load_state_dict_strict(self, state, source=f"init_weights {path}")
+        except StateDictMismatchError as error:
+            raise StateDictMismatchError(f"{error}\n({where})") from None
 
     # -- model side ---------------------------------------------------------------------------
     def forward(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,7 +168,21 @@ class VideoDepthTask(L.LightningModule):
             f"sequences {sequences}, frames {frames}{saved}"
         )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lean checkpoints: frozen modules loaded from weights files (VAE, CLIP, a teacher) are
+        # rebuilt by the constructor on load, so only their sources and fingerprint are stored.
+        from vdf.models.weights import FROZEN_RECORD, lean_state_dict
+
+        if "state_dict" in checkpoint:
+            checkpoint[FROZEN_RECORD] = lean_state_dict(checkpoint["state_dict"], self)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from vdf.models.weights import FROZEN_RECORD, complete_state_dict
+
+        if "state_dict" not in checkpoint:
+            return  # an engine restores the weights itself (DeepSpeed)
+        if checkpoint.get(FROZEN_RECORD):
+            complete_state_dict(checkpoint["state_dict"], checkpoint[FROZEN_RECORD], self, "the checkpoint")
         # A checkpoint of another architecture would otherwise fail deep in load_state_dict with
         # hundreds of key names; say what is wrong and how to fix it in one line.
         theirs = set(checkpoint.get("state_dict", {}))
