@@ -5,6 +5,13 @@ EXR, colourised mp4s, point clouds, per-video manifest), skips videos whose outp
 cleans what a killed run left half-written, keeps going when one input is bad, and ends with a
 summary table and the run's ``manifest.json``.
 
+Writing runs beside the model (``queue_frames > 0``, the default): the model's thread hands each
+predicted frame to a background thread that appends it to the video's pass-1 files (at most
+``queue_frames`` frames wait), and each finished video's outputs (pass 2: npz, PNG, EXR, mp4s,
+point clouds, manifest) are written by a second background thread while the model goes on with
+the next video (one video at a time). Results are recorded in input order either way.
+``queue_frames = 0`` does all of it in the model's thread, video after video.
+
 Metric outputs: with known depth (sparse LiDAR or dense maps, `vdf.io.known_depth`) or a given
 scale and shift, each video's prediction is aligned with the metrics' own least-squares fit
 (`vdf.metrics.fit_alignment`, one scale and shift per video, in the model's native space) and
@@ -14,6 +21,7 @@ written as depth in metres or disparity in 1/metres; the fit is recorded in the 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +35,14 @@ from vdf.io.depth import MetricValues
 from vdf.io.known_depth import CameraSource, KnownDepth, known_path
 from vdf.io.manifest import RUN_MANIFEST_NAME
 from vdf.io.points import intrinsics_from_fov, scale_intrinsics
+from vdf.io.prefetch import SerialWorker
 from vdf.predictors.video import VideoPrediction
+
+#: What one input can fail with (reported, recorded as failed; the run goes on with the others).
+_INPUT_ERRORS = (ValueError, RuntimeError, OSError, KeyError)
+#: Seconds an interrupted (or failed) run gives the background writer to complete the videos
+#: whose frames were all predicted; what is not done by then is redone by the next run.
+INTERRUPT_GRACE_SECONDS = 10.0
 
 
 class DepthPredictionWriter(L.Callback):
@@ -64,6 +79,11 @@ class DepthPredictionWriter(L.Callback):
         camera: an ``.npz`` (``{name}`` allowed) with ``intrinsics`` (T,3,3) in source pixels and/or
             ``cam_to_world`` (T,4,4) per frame (``demo_videos/{name}_gt.npz``); with poses the points
             are in world coordinates.
+        queue_frames: write beside the model: at most this many predicted frames wait for the
+            background writer (each holds its ``H*W`` float32 prediction, and its RGB frame when
+            side_by_side or point clouds are on), and each finished video's outputs are written
+            in the background while the next video is predicted. 0 writes everything in the
+            model's thread. The files are the same either way.
     """
 
     def __init__(
@@ -89,7 +109,10 @@ class DepthPredictionWriter(L.Callback):
         intrinsics: list[float] | None = None,
         fov: float | None = None,
         camera: str | None = None,
+        queue_frames: int = 8,
     ):
+        if queue_frames < 0:
+            raise ValueError(f"queue_frames must be >= 0 (0: write in the model's thread), got {queue_frames}")
         if (align_scale is None) != (align_shift is None):
             raise ValueError("give both align_scale and align_shift (or neither)")
         if known_depth is not None and align_scale is not None:
@@ -132,12 +155,18 @@ class DepthPredictionWriter(L.Callback):
             point_stride=point_stride,
         )
         self.progress = progress
+        self.queue_frames = queue_frames
         self.results: list[dict[str, Any]] = []
         self._run: RunManifest | None = None
         #: What makes the outputs (config files, task, checkpoint, ``fingerprint``); ``vdf predict``
         #: sets it (`vdf.cli.run_source`), otherwise it is described from the module.
         self.source: dict[str, Any] | None = None
         self._rank: int | None = None  # this process's rank in a multi-process predict
+        # The background writer: pass 1 of each frame, then pass 2 of each finished video.
+        self._frames_worker = SerialWorker(0, "vdf-writer-frames")
+        self._outputs_worker = SerialWorker(0, "vdf-writer-outputs")
+        self._videos: set[_VideoJob] = set()  # videos whose outputs are not yet handed to pass 2
+        self._videos_lock = threading.Lock()
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -188,6 +217,7 @@ class DepthPredictionWriter(L.Callback):
                 "source": self.source,
             },
         )
+        self._start_workers()
 
     def on_predict_batch_end(
         self,
@@ -206,11 +236,21 @@ class DepthPredictionWriter(L.Callback):
             self._write_clips(outputs, batch, pl_module)
 
     def _record(self, name: str, status: str, **info: Any) -> None:
+        # Called in the outputs thread (or the model's thread when writing is synchronous): the
+        # one place results are recorded, in the order the videos were handed to the writer.
         if self._rank is not None:
             info["rank"] = self._rank  # which process wrote it (multi-GPU predict)
         self.results.append({"name": name, "status": status, **info})
         assert self._run is not None
         self._run.add_result(name, status, info)
+
+    def _report(self, name: str, status: str, message: str, **info: Any) -> None:
+        """Print ``message`` and record the result, after everything handed to the writer before."""
+        self._frames_worker.submit(self._outputs_worker.submit, self._say_and_record, message, name, status, info)
+
+    def _say_and_record(self, message: str, name: str, status: str, info: dict[str, Any]) -> None:
+        self._say(message)
+        self._record(name, status, **info)
 
     def _write_video(self, prediction: VideoPrediction, pl_module: L.LightningModule) -> None:
         source = prediction.source
@@ -229,7 +269,12 @@ class DepthPredictionWriter(L.Callback):
             }
 
         live = getattr(source, "spec", None) is not None  # a LiveSource: camera, stream URL or pipe
-        self._write(source.name, str(source.path), describe, iter(prediction), prediction.strategy, pl_module, live)
+        try:
+            self._write(source.name, str(source.path), describe, iter(prediction), prediction.strategy, pl_module, live)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # stops its background decoding, if any is still running
 
     def _write_clips(self, outputs: dict[str, Any], batch: dict[str, Any], pl_module: L.LightningModule) -> None:
         """Predictions of the ``predict`` datasets (whole decoded sequences, one per batch item)."""
@@ -262,81 +307,108 @@ class DepthPredictionWriter(L.Callback):
         Errors are reported with ``label`` (the input's path) and recorded; the run goes on.
         ``live``: the input has no end of its own (camera, stream): an interruption (Ctrl-C,
         SIGTERM) completes the outputs with the frames so far before the run stops.
+
+        This thread (the model's) iterates ``frames``; the writing happens in `_VideoJob`'s calls,
+        submitted to the background writer (or run at once when ``queue_frames`` is 0).
         """
         out_dir = Path(self.output_dir)
         if not self.overwrite and outputs_complete(out_dir, name):
             earlier = _recorded_source(out_dir / f"{name}.json")
             if earlier is not None and earlier.get("fingerprint") != self.source["fingerprint"]:
                 message = f"{label}: complete outputs of another model ({_say_source(earlier)}) are in the way"
-                self._say(f"[error] {message}; --overwrite true replaces them")
-                self._record(name, "failed", input=label, error=message)
+                self._report(
+                    name, "failed", f"[error] {message}; --overwrite true replaces them", input=label, error=message
+                )
                 return
             note = "complete from an earlier run of this model; --overwrite true redoes it"
-            self._say(f"[skip] {label}: {note}")
-            self._record(name, "skipped", input=label, note=note)
+            self._report(name, "skipped", f"[skip] {label}: {note}", input=label, note=note)
             return
         clean_partial(out_dir, name)
-        start = time.perf_counter()
-        count = 0
-        interrupted: KeyboardInterrupt | None = None
+        video = _VideoJob(self, name, label, strategy, pl_module, live)
         try:
-            fps, fields = describe()
-            total = fields.pop("total_frames", None)
-            self._say(f"[start] {label}: {total if total else 'an unknown number of'} frames")
-            space = getattr(pl_module, "output_space", "disparity")
-            extras = _VideoExtras(self, name, space)
-            keep_rgb = self.options.side_by_side or self.options.point_clouds
-            with DepthVideoWriter(out_dir, name, self.options, fps=fps, space=space) as writer:
-                last_report = start
-                try:
-                    for index, disparity, rgb in frames:
-                        disparity = disparity.cpu()
-                        writer.add(index, disparity, rgb.cpu() if keep_rgb else None)
-                        extras.add(index, disparity, tuple(fields.get("source_resolution") or disparity.shape[-2:]))
-                        count += 1
-                        now = time.perf_counter()
-                        if now - last_report > 5.0:
-                            self._say(f"  {name}: {_progress(count, total, now - start)}")
-                            last_report = now
-                except KeyboardInterrupt as stop:
-                    if not live:
-                        raise  # a file is redone whole by the next run
-                    interrupted = stop
-                if count == 0:
-                    raise ValueError("no frames to predict (check start_frame / max_frames)")
-                seconds = time.perf_counter() - start
-                writer.finish(
-                    {
-                        "input": label,
-                        "model": type(pl_module).__name__,
-                        "source": self.source,
-                        "strategy": _describe(strategy),
-                        **fields,
-                        "timing": {"seconds": seconds, "frames_per_second": count / max(seconds, 1e-9)},
-                        **({"stopped_by": str(interrupted) or "Ctrl-C"} if interrupted is not None else {}),
-                    },
-                    metric=extras.metric(),
-                    intrinsics=extras.intrinsics(),
-                    cam_to_world=extras.poses(),
-                )
-        except (ValueError, RuntimeError, OSError, KeyError) as error:
-            # One bad input must not stop the others; the error line names the file and the cause.
-            message = str(error)
-            if not message.startswith(label):
-                message = f"{label}: {message}"
-            self._say(f"[error] {message}")
-            self._record(name, "failed", input=label, error=message, frames=count)
+            video.open(*describe())
+        except _INPUT_ERRORS as error:
+            self._frames_worker.submit(video.fail, error, label=label)
             return
-        seconds = time.perf_counter() - start
-        fps = count / max(seconds, 1e-9)
-        self._say(f"[done] {label}: {count} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
-        self._record(name, "ok", input=label, frames=count, seconds=seconds, frames_per_second=fps)
+        with self._videos_lock:
+            self._videos.add(video)
+        interrupted: KeyboardInterrupt | None = None
+        produced, last_report = 0, video.start
+        try:
+            for index, disparity, rgb in frames:
+                if video.error is not None:
+                    break  # the writer failed this video (and reports it): stop predicting it
+                # A frame the writer reads later is a copy, never a view of the model's buffers.
+                disparity = disparity.cpu() if self._frames_worker.synchronous else disparity.to("cpu", copy=True)
+                rgb = rgb.cpu() if video.keep_rgb else None
+                self._frames_worker.submit(video.add, index, disparity, rgb, label=label)
+                produced += 1
+                now = time.perf_counter()
+                if now - last_report > 5.0:
+                    self._say(f"  {name}: {_progress(produced, video.total, now - video.start)}")
+                    last_report = now
+        except KeyboardInterrupt as stop:
+            if not live:
+                video.cancel()  # the next run redoes this file whole
+                raise
+            interrupted = stop
+        except _INPUT_ERRORS as error:
+            # A bad frame of the input, or the model failing on it: this video fails, the run goes on.
+            self._frames_worker.submit(video.fail, error, label=label)
+            return
+        except BaseException:
+            video.cancel()
+            raise
+        self._frames_worker.submit(video.end, interrupted, label=label)
         if interrupted is not None:
-            raise interrupted  # the record above is saved (the run manifest saves every result)
+            self._wait()  # a live input's outputs are complete before the run stops
+            raise interrupted  # the record is saved (the run manifest saves every result)
+
+    # -- the background writer ------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        self._frames_worker = SerialWorker(self.queue_frames, "vdf-writer-frames")
+        # Pass 2 of one video at a time: a second finished video waits (and so, once the frame
+        # queue is full, does the model), so at most two videos' pass-1 files are on disk.
+        self._outputs_worker = SerialWorker(1 if self.queue_frames else 0, "vdf-writer-outputs")
+        self._videos = set()
+
+    def _forget(self, video: _VideoJob) -> None:
+        with self._videos_lock:
+            self._videos.discard(video)
+
+    def _wait(self) -> None:
+        """Until everything handed to the writer is written (raises what failed in the background)."""
+        self._frames_worker.wait()
+        self._outputs_worker.wait()
+
+    def _stop_workers(self, grace: float) -> None:
+        """After an error or an interruption: the videos whose frames were all predicted are
+        still written if that takes less than ``grace`` seconds; the rest is abandoned (its
+        temporary files are removed, or left to the next run's clean-up if a thread is stuck)."""
+        deadline = time.monotonic() + grace
+        frames_done = self._frames_worker.close(timeout=grace)
+        outputs_done = self._outputs_worker.close(timeout=max(0.0, deadline - time.monotonic()))
+        if frames_done:
+            with self._videos_lock:
+                videos, self._videos = list(self._videos), set()
+            for video in videos:
+                video.abort()
+        if not (frames_done and outputs_done):
+            self._say(
+                f"vdf: the background writer did not finish within {grace:.0f} s; the videos it was "
+                "writing are redone by the next run"
+            )
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self._run is not None and trainer.state.fn == "predict":
+            self._stop_workers(INTERRUPT_GRACE_SECONDS)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._run is None:
             return
+        self._wait()
+        self._frames_worker.close()
+        self._outputs_worker.close()
         self._run.save()
         if trainer.world_size > 1:
             self._merge_ranks(trainer)
@@ -362,6 +434,116 @@ class DepthPredictionWriter(L.Callback):
             for path in ranks:
                 path.unlink(missing_ok=True)
         trainer.strategy.barrier("vdf-predict-merged")
+
+
+class _VideoJob:
+    """The writing of one video. The model's thread creates it (`open`) and feeds it; `add`,
+    `fail` and `end` run in the frames thread and `finish` in the outputs thread (all in the model's
+    thread when ``queue_frames`` is 0), each after every call submitted before it."""
+
+    def __init__(self, owner: DepthPredictionWriter, name: str, label: str, strategy: Any, pl_module: Any, live: bool):
+        self.owner, self.name, self.label, self.live = owner, name, label, live
+        self.start = time.perf_counter()
+        self.seconds = 0.0  # prediction (and pass 1) time, when every frame is added
+        self.total: int | None = None
+        self.fields: dict[str, Any] = {}
+        self.info = {"model": type(pl_module).__name__, "strategy": _describe(strategy)}
+        self.space = getattr(pl_module, "output_space", "disparity")
+        self.keep_rgb = owner.options.side_by_side or owner.options.point_clouds
+        self.writer: DepthVideoWriter | None = None
+        self.extras: _VideoExtras | None = None
+        self.added = 0
+        self.error: str | None = None  # set when the video failed (the model's thread stops feeding it)
+        self.cancelled = False
+
+    def open(self, fps: float | None, fields: dict[str, Any]) -> None:
+        """Model's thread: the video's facts, then its writer (raises for a bad input or option)."""
+        self.fields = dict(fields)
+        self.total = self.fields.pop("total_frames", None)
+        self.owner._say(f"[start] {self.label}: {self.total if self.total else 'an unknown number of'} frames")
+        self.extras = _VideoExtras(self.owner, self.name, self.space)
+        self.writer = DepthVideoWriter(
+            Path(self.owner.output_dir), self.name, self.owner.options, fps=fps, space=self.space
+        )
+
+    def cancel(self) -> None:
+        """Model's thread, on an interruption: frames still queued are dropped; the writer's
+        temporary files are removed when the background writer stops (`_stop_workers`)."""
+        self.cancelled = True
+
+    def add(self, index: int, disparity: torch.Tensor, rgb: torch.Tensor | None) -> None:
+        if self.error is not None or self.cancelled:
+            return
+        try:
+            self.writer.add(index, disparity, rgb)
+            source_hw = tuple(self.fields.get("source_resolution") or disparity.shape[-2:])
+            self.extras.add(index, disparity, source_hw)
+        except _INPUT_ERRORS as error:
+            self.fail(error)
+            return
+        except BaseException:
+            self.abort()
+            raise
+        self.added += 1
+
+    def fail(self, error: BaseException) -> None:
+        """The video failed: nothing of it is kept; the error line names the file and the cause."""
+        message = str(error)
+        if not message.startswith(self.label):
+            message = f"{self.label}: {message}"
+        self.error = message
+        self.abort()
+        info = {"input": self.label, "error": message, "frames": self.added}
+        self.owner._outputs_worker.submit(self.owner._say_and_record, f"[error] {message}", self.name, "failed", info)
+
+    def end(self, interrupted: KeyboardInterrupt | None) -> None:
+        """Every frame is added: pass 2 is handed to the outputs thread."""
+        if self.error is not None or self.cancelled:
+            return
+        self.seconds = time.perf_counter() - self.start
+        self.owner._outputs_worker.submit(self.finish, interrupted, label=self.label)
+        self.owner._forget(self)
+
+    def finish(self, interrupted: KeyboardInterrupt | None) -> None:
+        owner = self.owner
+        try:
+            if self.added == 0:
+                raise ValueError("no frames to predict (check start_frame / max_frames)")
+            self.writer.finish(
+                {
+                    "input": self.label,
+                    "model": self.info["model"],
+                    "source": owner.source,
+                    "strategy": self.info["strategy"],
+                    **self.fields,
+                    "timing": {"seconds": self.seconds, "frames_per_second": self.added / max(self.seconds, 1e-9)},
+                    **({"stopped_by": str(interrupted) or "Ctrl-C"} if interrupted is not None else {}),
+                },
+                metric=self.extras.metric(),
+                intrinsics=self.extras.intrinsics(),
+                cam_to_world=self.extras.poses(),
+            )
+        except _INPUT_ERRORS as error:
+            message = str(error)
+            if not message.startswith(self.label):
+                message = f"{self.label}: {message}"
+            self.abort()
+            info = {"input": self.label, "error": message, "frames": self.added}
+            owner._say_and_record(f"[error] {message}", self.name, "failed", info)
+            return
+        except BaseException:
+            self.abort()
+            raise
+        seconds = time.perf_counter() - self.start
+        fps = self.added / max(seconds, 1e-9)
+        owner._say(f"[done] {self.label}: {self.added} frames in {seconds:.1f} s ({fps:.1f} frames/s)")
+        owner._record(self.name, "ok", input=self.label, frames=self.added, seconds=seconds, frames_per_second=fps)
+
+    def abort(self) -> None:
+        """Remove the video's temporary files (nothing once it is finished)."""
+        if self.writer is not None:
+            self.writer.abort()
+        self.owner._forget(self)
 
 
 def _rank_manifest(rank: int) -> str:

@@ -69,6 +69,9 @@ class VideoDepthDataModule(L.LightningDataModule):
         start_frame: first frame of each video to predict.
         live_format: FFmpeg input format of a live ``predict_input`` (``v4l2`` by default for
             ``/dev/video*``; e.g. ``mpegts`` for a pipe, ``avfoundation`` for a Mac camera).
+        prefetch_frames: ``predict_input`` frames decoded ahead of the model by a background
+            thread, per input (`vdf.io.prefetch.ReadAhead`); at most this many decoded frames wait
+            (float32, ``12 * H * W`` bytes each). 0 decodes in the model's thread.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         max_frames: int | None = None,
         start_frame: int = 0,
         live_format: str | None = None,
+        prefetch_frames: int = 8,
     ):
         super().__init__()
         self.datasets: dict[str, list[VideoDepthDataset]] = {
@@ -139,6 +143,7 @@ class VideoDepthDataModule(L.LightningDataModule):
             stride=stride,
             max_frames=max_frames,
             start_frame=start_frame,
+            prefetch_frames=prefetch_frames,
         )
 
     def dataset_names(self, split: str) -> list[str]:

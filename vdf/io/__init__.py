@@ -9,6 +9,7 @@
 | `vdf.io.colour` | colormaps as lookup tables, one robust colour range per video |
 | `vdf.io.codecs` | the one video-codec choice, `write_mp4`, single-image encoding |
 | `vdf.io.manifest` | `RunManifest`: the ``manifest.json`` of a predict output folder |
+| `vdf.io.prefetch` | `ReadAhead` and `SerialWorker`: decoding and writing in bounded background threads |
 | `vdf.io.atomic` | temporary names, atomic replacement, fsync, JSON written atomically |
 | `vdf.io.episodes` | `write_episodes`: ``<name>.mp4`` + ``<name>_gt.npz`` depth-annotated videos |
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 import torch
 
+from vdf.io.prefetch import ReadAhead
 from vdf.io.video import (
     VideoInfo,
     VideoInputError,
@@ -52,7 +53,9 @@ class LiveSource:
     Args:
         spec: ``-`` (standard input), a stream URL, or a capture device (see `is_live_input`).
         name: name of the outputs (default ``stream_<start time>``, or the device's name and the time).
-        max_size, size_multiple, stride, max_frames, start_frame: as `VideoSource`.
+        max_size, size_multiple, stride, max_frames, start_frame, prefetch_frames: as `VideoSource`
+            (with ``prefetch_frames``, a background thread takes frames off the stream while the
+            model works, so the input's buffer does not fill up behind a slow frame).
         live_format: FFmpeg input format to force (``v4l2`` is used for ``/dev/video*``;
             ``mpegts`` for a pipe whose format FFmpeg cannot guess).
         open_timeout: seconds to wait for the stream to open and for each read (network inputs).
@@ -69,8 +72,9 @@ class LiveSource:
         start_frame: int = 0,
         live_format: str | None = None,
         open_timeout: float = 30.0,
+        prefetch_frames: int = 0,
     ):
-        check_decode_options(max_size, size_multiple, stride, max_frames, start_frame)
+        check_decode_options(max_size, size_multiple, stride, max_frames, start_frame, prefetch_frames)
         self.spec = str(spec)
         self.path = self.spec  # what messages and manifests name
         # A live input has no name of its own, and each session is new content: the start time names it.
@@ -80,6 +84,8 @@ class LiveSource:
         self.stride, self.max_frames, self.start_frame = stride, max_frames, start_frame
         self.live_format = live_format or ("v4l2" if self.spec.startswith("/dev/video") else None)
         self.open_timeout = open_timeout
+        self.prefetch_frames = prefetch_frames
+        self._reader: ReadAhead | None = None
         self._container = None
         self._stream = None
         self._first = None
@@ -156,6 +162,12 @@ class LiveSource:
         if self._read:
             raise VideoInputError(self.spec, "a live input can be read only once")
         self._read = True
+        if self.prefetch_frames > 0:
+            self._reader = ReadAhead(self._decoded, self.prefetch_frames, label=self.spec)
+            return self._reader
+        return self._decoded()
+
+    def _decoded(self) -> Iterator[tuple[int, torch.Tensor]]:
         info = self.probe()
         out_hw = (info.out_height, info.out_width)
 
@@ -178,9 +190,17 @@ class LiveSource:
             # A live stream ends by dropping: what arrived is the video.
             return
         finally:
-            self.close()
+            self._close_container()  # in the thread that decodes
 
     def close(self) -> None:
+        """Stop reading and close the input. A background reader is stopped first; one stuck in a
+        read (a stream that sends nothing) is left to its read timeout and closes the input itself."""
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.close():
+            return
+        self._close_container()
+
+    def _close_container(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 
 from vdf.io.inputs import VideoInputError, image_files
 from vdf.io.orientation import frame_orientation, orient_frame
+from vdf.io.prefetch import ReadAhead
 
 __all__ = ["VideoInfo", "VideoSource", "output_size"]
 
@@ -64,7 +66,12 @@ class VideoInfo:
 
 
 def check_decode_options(
-    max_size: int | None, size_multiple: int, stride: int, max_frames: int | None, start_frame: int
+    max_size: int | None,
+    size_multiple: int,
+    stride: int,
+    max_frames: int | None,
+    start_frame: int,
+    prefetch_frames: int = 0,
 ) -> None:
     """Raise ``ValueError`` for decoding options `VideoSource` (or `vdf.io.live.LiveSource`) cannot honour."""
     if max_size is not None and max_size < 1:
@@ -79,6 +86,8 @@ def check_decode_options(
         raise ValueError(f"max_frames must be at least 1 (or None), got {max_frames}")
     if start_frame < 0:
         raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+    if prefetch_frames < 0:
+        raise ValueError(f"prefetch_frames must be >= 0 (0: decode in the model's thread), got {prefetch_frames}")
 
 
 def output_size(width: int, height: int, max_size: int | None = None, size_multiple: int = 1) -> tuple[int, int]:
@@ -233,6 +242,9 @@ class VideoSource:
         max_frames: stop after yielding this many frames (``None``: all).
         start_frame: index of the first frame to consider; earlier frames are decoded and dropped
             (exact, unlike seeking to a keyframe), so a large value costs decoding time.
+        prefetch_frames: decode in a background thread, at most this many frames ahead of the
+            consumer (`vdf.io.prefetch.ReadAhead`; each costs ``3 * out_height * out_width * 4``
+            bytes); 0 decodes in the consumer's thread. The frames are the same either way.
 
     The frames yielded are ``start_frame, start_frame + stride, ...`` (original indices), at most
     ``max_frames`` of them, each float32 ``(3, out_height, out_width)`` in [0, 1].
@@ -247,8 +259,9 @@ class VideoSource:
         stride: int = 1,
         max_frames: int | None = None,
         start_frame: int = 0,
+        prefetch_frames: int = 0,
     ):
-        check_decode_options(max_size, size_multiple, stride, max_frames, start_frame)
+        check_decode_options(max_size, size_multiple, stride, max_frames, start_frame, prefetch_frames)
         self.path = Path(path)
         self.name = name if name is not None else (self.path.name if self.path.is_dir() else self.path.stem)
         self.max_size = max_size
@@ -256,6 +269,8 @@ class VideoSource:
         self.stride = stride
         self.max_frames = max_frames
         self.start_frame = start_frame
+        self.prefetch_frames = prefetch_frames
+        self._readers: weakref.WeakSet[ReadAhead] = weakref.WeakSet()  # the frames() iterators in use
         self._info: VideoInfo | None = None
         # Orientation decided at probe time and applied to every frame, so all frames share a size.
         self._rotation, self._mirrored = 0, False
@@ -267,7 +282,7 @@ class VideoSource:
         return (
             f"VideoSource({str(self.path)!r}, name={self.name!r}, max_size={self.max_size}, "
             f"size_multiple={self.size_multiple}, stride={self.stride}, max_frames={self.max_frames}, "
-            f"start_frame={self.start_frame})"
+            f"start_frame={self.start_frame}, prefetch_frames={self.prefetch_frames})"
         )
 
     # ---- metadata
@@ -382,12 +397,25 @@ class VideoSource:
         ``H, W = info.out_height, info.out_width``. Frames come in the order the decoder outputs
         them (presentation order); ``index`` counts decoded frames from 0, so a variable-frame-rate
         video's indices ignore its timestamps (nothing is duplicated or dropped to a constant rate).
-        Holds one decoded frame at a time.
+        Holds one decoded frame at a time, plus up to ``prefetch_frames`` decoded ahead in a
+        background thread (stopped by `close`, or when the iterator is dropped).
 
         Raises:
             VideoInputError: as in `probe`; and when decoding fails part-way, or the video ends
                 before the frame count its container declares (see `_check_complete`).
         """
+        if self.prefetch_frames > 0:
+            reader = ReadAhead(self._decoded, self.prefetch_frames, label=str(self.path))
+            self._readers.add(reader)
+            return reader
+        return self._decoded()
+
+    def close(self) -> None:
+        """Stop the background decoding of `frames` iterators (with ``prefetch_frames``), if any."""
+        for reader in list(self._readers):
+            reader.close()
+
+    def _decoded(self) -> Iterator[tuple[int, torch.Tensor]]:
         info = self.probe()
         out_hw = (info.out_height, info.out_width)
         if info.kind == "images":
