@@ -130,13 +130,10 @@ def width_overrides(fraction: float) -> list[str]:
         json.dumps(channels),
         f"--{UNET}.num_attention_heads",
         json.dumps(heads),
-        f"--{VAE}",
-        json.dumps(
-            {
-                "class_path": "vdf.models.svd.SVDVAE",
-                "init_args": {"weights": None, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1},
-            }
-        ),
+        f"--{VAE}.init_args.block_out_channels",
+        "[32, 32, 32, 32]",
+        f"--{VAE}.init_args.layers_per_block",
+        "1",
         f"--{CLIP}.hidden_size",
         "32",
         f"--{CLIP}.intermediate_size",
@@ -217,15 +214,17 @@ def _batch(frames: int, height: int, width: int, seed: int, device: torch.device
 
 
 def measure_one(
-    spec: TrainSpec, size: tuple[int, int, int], checkpointing: bool, settings: TrainSettings
+    spec: TrainSpec, size: tuple[int, int, int], checkpointing: bool, settings: TrainSettings, built=None
 ) -> TrainResult:
-    """One training step's memory for ``spec`` at ``size`` = ``(T, H, W)`` (see the module docstring)."""
+    """One training step's memory for ``spec`` at ``size`` = ``(T, H, W)`` (see the module docstring);
+    ``built``: the ``(task, network)`` of `prepare` to reuse (in-process runs)."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     cuda = device.type == "cuda"
-    task, network = prepare(spec, checkpointing, settings)
+    task, network = built if built is not None else prepare(spec, checkpointing, settings)
+    _set_checkpointing(network, checkpointing)
     task.to(device).train()
     groups = [g for g in task.param_groups() if g["params"]]
     optimizer = task.optimizer(groups) if task.optimizer is not None else torch.optim.AdamW(groups, lr=1e-4)
@@ -319,9 +318,13 @@ def _isolated(spec, size, checkpointing, settings) -> TrainResult:
 def measure(specs: list[TrainSpec], settings: TrainSettings, isolate: bool = True) -> list[TrainResult]:
     results = []
     for spec in specs:
+        built = None if isolate else prepare(spec, False, settings)  # in-process: built once per config
         for size in settings.sizes:
             for ckpt in settings.checkpointing:
-                r = _isolated(spec, size, ckpt, settings) if isolate else measure_one(spec, size, ckpt, settings)
+                if isolate:
+                    r = _isolated(spec, size, ckpt, settings)
+                else:
+                    r = measure_one(spec, size, ckpt, settings, built)
                 if not isolate and not settings.device.startswith("cuda"):
                     r.memory_kind += " (in-process: a lower bound)"
                 results.append(r)

@@ -8,6 +8,10 @@ noise levels are drawn per frame, stage chaining and cost accounting::
     level  ~ objective.sample_levels((B,) or (B,T))
     loss   = objective.loss(net(objective.net_input(x0 + noise), extra_channels(x0)), ...)
 
+A batch from a latent cache (`vdf.data.datasets.latent_cache`, made by ``vdf cache-latents``)
+carries its frames' video latents and image embeddings: the conditioning is built from them and
+the video is not encoded (`training_condition`).
+
 Validation and test sample with the predictor (``vdf test`` through its strategy); results also
 report the UNet evaluations per output frame.
 """
