@@ -433,7 +433,8 @@ def main(args: list[str] | None = None) -> VDFCLI:
 
 
 #: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory), ``vdf experiment``,
-#: ``vdf download`` (the Hub weights a config names, fetched ahead of time) and ``vdf demo`` (a web page).
+#: ``vdf download`` (the Hub weights a config names, fetched ahead of time), ``vdf demo`` (a web page)
+#: and ``vdf cache-latents`` (a training set's video latents, encoded once: `vdf.cache`).
 TOOLS = {
     "bench": "vdf.bench",
     "experiment": "vdf.experiment",
