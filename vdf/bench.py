@@ -524,7 +524,12 @@ def bench(
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
-    """``vdf bench CONFIG [CONFIG ...] [options]``."""
+    """``vdf bench CONFIG [CONFIG ...] [options]``; ``vdf bench --train ...`` is `vdf.bench_train`."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if "--train" in argv:  # training-step memory per stage (vdf.bench_train)
+        from vdf import bench_train
+
+        return bench_train.main([a for a in argv if a != "--train"])
     parser = ArgumentParser(prog="vdf bench", description="Frames/s and peak memory of vdf models, side by side.")
     parser.add_argument(
         "configs",
@@ -566,7 +571,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         default=True,
         help="ignore the weight files the configs name (speed does not depend on them); --no_random_weights loads them",
     )
-    cfg = parser.parse_args(args)
+    cfg = parser.parse_args(argv)
     settings = BenchSettings(
         height=cfg.height,
         width=cfg.width,

@@ -373,12 +373,13 @@ def config_files(args: list[str]) -> list[str]:
 #: ``vdf --help`` and each subcommand's usage line (jsonargparse's own lists every option, ~80 lines).
 MAIN_HELP = dict(
     description="vdf: train, evaluate, run and compare video depth models (a Lightning CLI).",
-    usage="vdf {fit,validate,test,predict,bench,experiment,download,demo} --config CONFIG [--config OVERLAY ...] [--key value ...]",
+    usage="vdf {fit,validate,test,predict,bench,experiment,download,demo,cache-latents} --config CONFIG [--config OVERLAY ...] [--key value ...]",
     epilog=(
         "Tools beside the Lightning subcommands: 'vdf bench CONFIG ...' measures speed and memory "
         "(vdf bench --help), 'vdf experiment GRID' runs an ablation grid (vdf experiment --help), "
         "'vdf download --config C' fetches the weights a config names from the Hugging Face Hub. "
         "'vdf demo --config CONFIG' serves a web page to try a model on a video (vdf demo --help). "
+        "'vdf cache-latents --config C --output DIR' encodes a training set's video latents once (SVD families). "
         "Each subcommand's options: vdf SUBCOMMAND --help."
     ),
 )
@@ -432,8 +433,15 @@ def main(args: list[str] | None = None) -> VDFCLI:
 
 
 #: Subcommands that are not Lightning's: ``vdf bench`` (speed and memory), ``vdf experiment``,
-#: ``vdf download`` (the Hub weights a config names, fetched ahead of time) and ``vdf demo`` (a web page).
-TOOLS = {"bench": "vdf.bench", "experiment": "vdf.experiment", "download": "vdf.download", "demo": "vdf.demo"}
+#: ``vdf download`` (the Hub weights a config names, fetched ahead of time), ``vdf demo`` (a web page)
+#: and ``vdf cache-latents`` (a training set's video latents, encoded once: `vdf.cache`).
+TOOLS = {
+    "bench": "vdf.bench",
+    "experiment": "vdf.experiment",
+    "download": "vdf.download",
+    "demo": "vdf.demo",
+    "cache-latents": "vdf.cache",
+}
 
 
 def run(args: list[str] | None = None):

@@ -8,6 +8,10 @@ noise levels are drawn per frame, stage chaining and cost accounting::
     level  ~ objective.sample_levels((B,) or (B,T))
     loss   = objective.loss(net(objective.net_input(x0 + noise), extra_channels(x0)), ...)
 
+A batch from a latent cache (`vdf.data.datasets.latent_cache`, made by ``vdf cache-latents``)
+carries its frames' video latents and image embeddings: the conditioning is built from them and
+the video is not encoded (`training_condition`).
+
 Validation and test sample with the predictor (``vdf test`` through its strategy); results also
 report the UNet evaluations per output frame.
 """
@@ -83,7 +87,7 @@ class LatentDiffusionTask(VideoDepthTask):
         video, depth, valid = batch["video"], batch["depth"], batch["valid"]
         b, t = video.shape[:2]
         x0 = p.denoiser.encode_depth(p.normalization(depth, valid))
-        cond = p.denoiser.condition(video)
+        cond = self.training_condition(batch)
         shape = (b, t) if self.per_frame_levels else (b,)
         level = p.objective.sample_levels(shape, device=self.device)
         noise = torch.randn_like(x0)
@@ -98,6 +102,31 @@ class LatentDiffusionTask(VideoDepthTask):
             extra=self.extra_channels(x0),
         )
         return p.objective.loss(out, x, x0, noise, level).mean()
+
+    def training_condition(self, batch: dict[str, Any]):
+        """The clip's `SVDCondition`: from the batch's cached video latents and image embeddings
+        when it carries them (`vdf.data.datasets.latent_cache.LatentCache`), else encoded now."""
+        from vdf.data.datasets.latent_cache import EMBEDDINGS, MEAN, STD
+
+        denoiser = self.network.denoiser
+        if MEAN not in batch:
+            return denoiser.condition(batch["video"])
+        from vdf.models.latent_cache import condition_from_cache
+
+        return condition_from_cache(denoiser, batch[MEAN], batch[EMBEDDINGS], batch.get(STD))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # A latent cache made with other VAE / image-encoder weights or settings is refused before
+        # training (weights still unwrapped here, before the strategy moves or shards them).
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        caches = [d for d in getattr(datamodule, "datasets", {}).get("train", []) if hasattr(d, "check_encoder")]
+        if stage == "fit" and caches:
+            from vdf.models.latent_cache import encoder_key
+
+            key = encoder_key(self.network.denoiser)
+            for cache in caches:
+                cache.check_encoder(key)
 
     def param_groups(self) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.network.denoiser.unet.parameters() if p.requires_grad]}]
