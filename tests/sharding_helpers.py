@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -13,20 +12,6 @@ import torch
 import torch.distributed as dist
 
 from vdf.models.svd import parameter_group
-
-
-class SeedPerClip(L.Callback):
-    """Seeds the global torch RNG from each batch's clips before its training step.
-
-    The training noise (levels, latent noise, video noise augmentation) is drawn from the global
-    RNG. One process accumulating clips ``c0, c1`` draws them one after the other, while two ranks
-    each draw from the same seed: the draws differ although the clips are the same. Seeding from
-    the clips' identity makes the noise a function of the clip in both runs.
-    """
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
-        key = repr([(m.get("sequence"), f.tolist()) for m, f in zip(batch["meta"], batch["frame_index"])])
-        torch.manual_seed(int.from_bytes(hashlib.sha256(key.encode()).digest()[:7], "little"))
 
 
 def _clean(name: str) -> str:

@@ -5,9 +5,9 @@ encoder (written here with ``save_pretrained``) both come from weights files tra
 one ``vdf fit`` (a checkpoint every step), and a second ``vdf fit --ckpt_path`` resumes from the
 step-1 checkpoint. The step-1 checkpoint holds no VAE or CLIP tensor, only their sources and
 fingerprints; the resumed run must end bitwise where the uninterrupted one ends (weights and
-optimizer state). The training noise is drawn from the global RNG, which Lightning does not
-store in checkpoints; ``SeedPerClip`` makes it a function of the clip in both runs (see
-``tests/sharding_helpers.py``), the data order being restored by the resumable loader.
+optimizer state). The training noise is seeded per step from the run's seed, the step and its
+clips (Lightning does not store the global RNG in checkpoints), the data order being restored by
+the resumable loader.
 
 The same checkpoint loads through ``vdf.load`` and ``init_weights``, and both refuse it, naming the
 module, when the CLIP differs from the one it was trained with.
@@ -31,7 +31,6 @@ RUN = [
     "--data.num_frames=[1, 2]",
     "--trainer.limit_val_batches=0",
     "--trainer.enable_progress_bar=false",
-    "--trainer.callbacks+=sharding_helpers.SeedPerClip",
     "--trainer.callbacks+=ModelCheckpoint",
     "--trainer.callbacks.every_n_train_steps=1",
     "--trainer.callbacks.save_top_k=-1",

@@ -9,9 +9,9 @@ stage 2 (temporal layers only: ``configs/depthcrafter.yaml`` + ``configs/depthcr
 
 They see the same clips per step (the sampler's global plan does not depend on the world size,
 see ``tests/test_ddp.py``), and FSDP's gradient is ``g0/2 + g1/2`` as accumulation's (it divides
-by the world size before the reduce-scatter). The training noise is drawn from the global RNG,
-which two ranks and one accumulating process would consume differently; ``SeedPerClip`` seeds it
-from each clip's identity so the noise is a function of the clip in both runs. Clips have 1 to 5
+by the world size before the reduce-scatter). The training noise is seeded per step from the
+run's seed and the step's clips (``VideoDepthTask._clip_seeded_randomness``), so two ranks and one
+accumulating process draw the same noise for the same clip. Clips have 1 to 5
 frames, so the two ranks really run clips of different lengths in one step (the frozen VAE and
 CLIP, replicated, run a different number of chunks on each rank without a collective mismatch).
 Gradient clipping (stage 2: norm 1.0) runs through FSDP's sharded norm in run 1, torch's in run
@@ -59,7 +59,6 @@ COMMON = [
     # One frame per VAE call: ranks with clips of 2 and 3 frames call the frozen VAE 2 and 3 times.
     "--model.init_args.predictor.init_args.denoiser.init_args.vae.init_args.chunk_size",
     "1",
-    "--trainer.callbacks+=sharding_helpers.SeedPerClip",
     "--trainer.callbacks+=sharding_helpers.RecordSharding",
 ]
 

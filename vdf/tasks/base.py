@@ -9,7 +9,11 @@ published protocol (`vdf.metrics.VideoDepthMetrics`, one per dataset).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -141,8 +145,32 @@ class VideoDepthTask(L.LightningModule):
             raise ValueError(f"{type(self).__name__} has no loss: set model.init_args.loss in the config")
         return self.loss(self(batch["video"]), batch["depth"], batch["valid"])
 
+    @contextmanager
+    def _clip_seeded_randomness(self, batch: dict[str, Any]) -> Iterator[None]:
+        """Draws inside a training step (noise levels, noise, posterior samples) from torch's RNG
+        seeded by the run's seed, the optimizer step and the batch's clips.
+
+        A seeded run's training noise is then a function of what is trained on and when: a resumed
+        run draws what the uninterrupted one drew (Lightning does not checkpoint the global RNG),
+        and N ranks draw what one process accumulating the same clips draws. The global RNG is
+        left as it was. Runs without a seed (no ``seed_everything``) draw from the global RNG."""
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is None or "meta" not in batch or "frame_index" not in batch:
+            yield
+            return
+        clips = [(m.get("dataset"), m.get("sequence"), f.tolist()) for m, f in zip(batch["meta"], batch["frame_index"])]
+        key = repr((int(seed), self.global_step, clips)).encode()
+        value = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else [], device_type="cuda"):
+            torch.default_generator.manual_seed(value)
+            if cuda:
+                torch.cuda.manual_seed(value)
+            yield
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.training_loss(batch)
+        with self._clip_seeded_randomness(batch):
+            loss = self.training_loss(batch)
         bad = not bool(torch.isfinite(loss))
         if self._trainer is not None:
             # Every rank must stop together, or the others would wait for it forever.
