@@ -69,6 +69,9 @@ class VideoDepthDataModule(L.LightningDataModule):
         start_frame: first frame of each video to predict.
         live_format: FFmpeg input format of a live ``predict_input`` (``v4l2`` by default for
             ``/dev/video*``; e.g. ``mpegts`` for a pipe, ``avfoundation`` for a Mac camera).
+        roots: dataset folders by name: a dataset ``root`` written ``${name}`` in a config is
+            ``roots[name]`` (`vdf.data.roots`), so ``--data.roots.<name> PATH`` moves one dataset
+            wherever a mixture uses it.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         max_frames: int | None = None,
         start_frame: int = 0,
         live_format: str | None = None,
+        roots: dict[str, str] | None = None,
     ):
         super().__init__()
         self.datasets: dict[str, list[VideoDepthDataset]] = {
@@ -133,6 +137,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         self.predict_input = predict_input
         self.predict_glob = predict_glob
         self.live_format = live_format
+        self.roots = dict(roots or {})
         self.video_options = dict(
             max_size=max_size,
             size_multiple=size_multiple,

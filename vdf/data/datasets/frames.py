@@ -260,6 +260,10 @@ class PerFrameDataset(VideoDepthDataset):
         <= 0 where it is unknown."""
         raise NotImplementedError
 
+    def read_image(self, frame: Frame) -> np.ndarray:
+        """RGB of ``frame``, uint8 ``(H,W,3)`` (default: the image file ``frame.rgb``)."""
+        return read_rgb(frame.rgb)
+
     def read_camera(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(K (3,3) at the native resolution or None, cam_to_world (4,4) or None)`` of ``frame``."""
         return frame.intrinsics, frame.cam_to_world
@@ -337,7 +341,7 @@ class PerFrameDataset(VideoDepthDataset):
         rgbs, depths, ks, poses, paths = [], [], [], [], []
         for position in frames:
             frame = sequence.frames[position]
-            rgb = read_rgb(frame.rgb)
+            rgb = self.read_image(frame)
             depth = np.asarray(self.read_depth(frame), dtype=np.float32)
             if rgb.shape[:2] != depth.shape:
                 raise ValueError(
