@@ -179,3 +179,23 @@ def test_matrixcity_centimetres_sky_and_nerf_poses(tmp_path):
     _exr(block / "depth" / "0000.exr", np.full((H, W), 250.0, np.float32))
     t = MatrixCity(str(tmp_path / "other"))[0]
     assert torch.all(t["depth"] == 2.5) and "intrinsics" not in t
+
+
+def test_written_folder_reads_back_and_splits_by_sequence(tmp_path):
+    from vdf.data.datasets.generic import write_folder
+    from vdf.data.datasets.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(num_episodes=5, num_frames=3, height=8, width=12, seed=3)
+    write_folder(world, tmp_path)
+    train = VideoDepthFolder(str(tmp_path), split="train", held_out_every=2)
+    held = VideoDepthFolder(str(tmp_path), split="held_out", held_out_every=2)
+    assert [s.name for s in train.sequences] == ["seq_0000", "seq_0002", "seq_0004"]
+    assert [s.name for s in held.sequences] == ["seq_0001", "seq_0003"]
+    back, orig = held[0], world[1]
+    assert torch.allclose(back["video"], orig["video"], atol=1 / 255)
+    ok = orig["valid"] & (orig["depth"] * 1000 < 65535)
+    assert torch.allclose(back["depth"][ok], orig["depth"][ok], atol=5e-4)
+    assert torch.allclose(back["intrinsics"], orig["intrinsics"], atol=1e-4)
+    assert torch.allclose(back["cam_to_world"], orig["cam_to_world"], atol=1e-5)
+    with pytest.raises(ValueError, match="split"):
+        VideoDepthFolder(str(tmp_path), split="test")

@@ -84,7 +84,11 @@ class VideoDepthFolder(PerFrameDataset):
         root: folder holding the sequence folders.
         name: dataset name in logs and metric keys (and the ``dataset`` of every sample).
         sequences: keep only these sequences (their paths relative to ``root``).
-        exclude: drop these sequences (e.g. a held-out part used for evaluation).
+        exclude: drop these sequences.
+        split: ``train`` or ``held_out``: a split of the folder by sequence (sorted by name,
+            every ``held_out_every``-th one is held out, the last of each group: positions
+            ``k-1, 2k-1, ...``); None keeps every sequence. The two splits never share a sequence.
+        held_out_every: ``k`` of ``split``.
         png_scale: a 16-bit PNG stores ``depth · png_scale`` (1000: millimetres, 256: KITTI-style).
         disparity_scale: with ``disparity/`` files, ``depth = disparity_scale / disparity``
             (e.g. focal length in pixels × baseline in metres; 1 when the files hold 1/metres).
@@ -106,7 +110,14 @@ class VideoDepthFolder(PerFrameDataset):
         start: int = 0,
         stride: int = 1,
         max_frames: int | None = None,
+        split: str | None = None,
+        held_out_every: int = 5,
     ):
+        if split not in (None, "train", "held_out"):
+            raise ValueError(f"{name}: split must be 'train', 'held_out' or None, got {split!r}")
+        if held_out_every < 2:
+            raise ValueError(f"{name}: held_out_every must be >= 2, got {held_out_every}")
+        self.split, self.held_out_every = split, int(held_out_every)
         if png_scale <= 0 or disparity_scale <= 0:
             raise ValueError(f"{name}: png_scale and disparity_scale must be > 0")
         self.png_scale = float(png_scale)
@@ -131,8 +142,11 @@ class VideoDepthFolder(PerFrameDataset):
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
         out, self._excluded = [], []
-        for folder in self._sequence_dirs():
+        for position, folder in enumerate(self._sequence_dirs()):
             name = folder.relative_to(self.root).as_posix() if folder != self.root else "."
+            held_out = position % self.held_out_every == self.held_out_every - 1
+            if self.split is not None and held_out != (self.split == "held_out"):
+                continue
             sequence = FrameSequence(name, self._frames(folder))
             (self._excluded if name in self.exclude else out).append(sequence)
         return out
@@ -246,3 +260,54 @@ class VideoDepthFolder(PerFrameDataset):
                 )
             depth = np.where(mask, depth, np.float32(np.nan))
         return depth
+
+
+def write_folder(dataset, output: str | Path, png_scale: float = 1000.0) -> list[Path]:
+    """Write every item of a `VideoDepthDataset` in the layout of this module (RGB PNGs, depth as
+    16-bit PNGs of ``depth · png_scale``, ``intrinsics.txt`` and ``poses.txt`` when the samples
+    carry cameras); returns the sequence folders. Depth beyond 16 bits or invalid is written 0."""
+    from PIL import Image
+
+    output = Path(output)
+    folders = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        folder = output / f"seq_{index:04d}"
+        (folder / "rgb").mkdir(parents=True, exist_ok=True)
+        (folder / "depth").mkdir(parents=True, exist_ok=True)
+        video = (sample["video"].permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        depth = sample["depth"][:, 0].numpy() * png_scale
+        depth = np.where(sample["valid"][:, 0].numpy() & (depth < 65535.5), np.round(depth), 0).astype(np.uint16)
+        for t in range(video.shape[0]):
+            Image.fromarray(video[t]).save(folder / "rgb" / f"{t:06d}.png")
+            Image.fromarray(depth[t]).save(folder / "depth" / f"{t:06d}.png")
+        if "intrinsics" in sample:
+            k = sample["intrinsics"].double().numpy()
+            np.savetxt(folder / "intrinsics.txt", np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], 1))
+        if "cam_to_world" in sample:
+            np.savetxt(folder / "poses.txt", sample["cam_to_world"].double().numpy().reshape(-1, 16))
+        folders.append(folder)
+    return folders
+
+
+def main(
+    output: str = "data/my_videos",
+    sequences: int = 6,
+    frames: int = 12,
+    height: int = 64,
+    width: int = 96,
+    seed: int = 0,
+) -> None:
+    """Write synthetic-world episodes as a folder in this layout (to try a recipe without data):
+    ``python -m vdf.data.datasets.generic --output data/my_videos --sequences 6``."""
+    from vdf.data.datasets.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(num_episodes=sequences, num_frames=frames, height=height, width=width, seed=seed)
+    folders = write_folder(world, output)
+    print(f"wrote {len(folders)} sequences of {frames} frames ({height}x{width}) to {output}")
+
+
+if __name__ == "__main__":
+    from jsonargparse import CLI
+
+    CLI(main)
