@@ -222,3 +222,13 @@ def test_an_unknown_root_name_is_refused_with_the_known_names():
     data.train = [{"init_args": {"root": "${spring}/train"}}]
     resolve_roots(data)
     assert data.train[0]["init_args"]["root"] == "/x/train"
+
+
+def test_a_mixture_file_is_a_data_overlay_not_a_recipe():
+    from vdf.cli import run_name, tiny_configs
+
+    mixture = os.path.join(CONFIGS, "data", "train", "flashdepth_stage1.yaml")
+    recipe = [os.path.join(CONFIGS, "flashdepth.yaml"), os.path.join(CONFIGS, "flashdepth", "s.yaml")]
+    assert run_name([*recipe, mixture]) == "flashdepth_s"
+    assert tiny_configs([*recipe, mixture]) == [*recipe, os.path.join(CONFIGS, "tiny", "flashdepth.yaml"), mixture]
+    assert run_name(["/srv/data/configs/flashdepth.yaml"]) == "flashdepth"  # a checkout inside a data/ folder

@@ -148,7 +148,9 @@ def _recipe_parts(path: str) -> tuple[str, str | None] | None:
     """``(family, stage)`` of ``configs/<family>.yaml`` or ``configs/<family>/<stage>.yaml``; None for
     a tiny or data overlay."""
     p = Path(path)
-    if p.parent.name in OVERLAY_FOLDERS or p.parent.parent.name in OVERLAY_FOLDERS:  # also configs/data/train/
+    if p.parent.name in OVERLAY_FOLDERS:
+        return None
+    if p.parent.name != "configs" and p.parent.parent.name in OVERLAY_FOLDERS:  # configs/data/train/<stage>.yaml
         return None
     if p.parent.name != "configs" and (p.parent.parent / f"{p.parent.name}.yaml").is_file():
         return p.parent.name, p.stem
