@@ -118,12 +118,14 @@ def test_mixture_batches_carry_dataset_names_at_crop_size_and_draws_follow_the_w
 
 def _tiny_model_overlay(family: str, path) -> str:
     """The family's tiny overlay without its training data (the synthetic world): trainer, model,
-    evaluation data and batch budget stay."""
+    evaluation data (2-frame validation episodes) and batch budget stay."""
     tiny = _load(os.path.join(CONFIGS, "tiny", f"{family}.yaml"))
     size = tiny["data"]["train"][0]["init_args"]
     size = (size["height"], size["width"]) if "height" in size else tuple(size["sizes"][0])
     for key in MIX_KEYS:
         tiny["data"].pop(key, None)
+    for entry in tiny["data"].get("val") or []:  # fast_dev_run validates one batch: keep it short
+        entry["init_args"]["num_frames"] = 2
     path.write_text(yaml.safe_dump(tiny))
     return str(path), size
 
