@@ -98,8 +98,8 @@ def test_mixture_batches_carry_dataset_names_at_crop_size_and_draws_follow_the_w
     assert [len(d) for d in mixed.datasets] == [fakes[k][1] for k in data["roots"]]
     # One clip of every dataset at the paper's crop size, naming the dataset it came from.
     for entry, dataset in zip(data["train"], mixed.datasets):
-        sample = dataset[ClipRequest(0, (0, 1))]
-        assert tuple(sample["video"].shape) == (2, 3, *entry["init_args"]["crop"])
+        sample = dataset[ClipRequest(0, (1,))]
+        assert tuple(sample["video"].shape) == (1, 3, *entry["init_args"]["crop"])
         assert sample["depth"].shape[-2:] == sample["video"].shape[-2:] and sample["valid"].any()
         assert sample["meta"]["dataset"] == dataset.name
     # The loader's batches carry each sample's dataset name.
