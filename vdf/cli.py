@@ -24,6 +24,7 @@ from vdf.callbacks.results import TestResultsWriter
 from vdf.callbacks.visualization import DepthVisualizer
 from vdf.cli_parser import VDFArgumentParser
 from vdf.data.datamodule import VideoDepthDataModule
+from vdf.data.roots import resolve_roots
 from vdf.models.weights import StateDictMismatchError
 from vdf.tasks.base import VideoDepthTask
 
@@ -59,6 +60,8 @@ class VDFCLI(LightningCLI):
         files = [str(f) for f in config.get("config") or []]
         for message in carried_init_args([f for f in files if Path(f).is_file()]):
             print(f"vdf: warning: {message}", file=sys.stderr)
+        # Dataset roots named once under data.roots replace the ${name} placeholders of the datasets.
+        resolve_roots(config.get("data"))
 
     def instantiate_trainer(self, **kwargs):
         # Predict writes its outputs (and their manifest) to --output: no TensorBoard run folder
@@ -146,6 +149,8 @@ def _recipe_parts(path: str) -> tuple[str, str | None] | None:
     a tiny or data overlay."""
     p = Path(path)
     if p.parent.name in OVERLAY_FOLDERS:
+        return None
+    if p.parent.name != "configs" and p.parent.parent.name in OVERLAY_FOLDERS:  # configs/data/train/<stage>.yaml
         return None
     if p.parent.name != "configs" and (p.parent.parent / f"{p.parent.name}.yaml").is_file():
         return p.parent.name, p.stem

@@ -92,6 +92,8 @@ class DepthVisualizer(L.Callback):
         grid = torch.cat(rows, dim=-2)
         experiment.add_image("val/depth", grid, global_step=trainer.global_step)
         writer = getattr(experiment, "_get_file_writer", None)
+        # Lightning's stand-in logger (fast_dev_run) answers every call with None: no file writer.
+        writer = writer() if writer is not None else None
         if self.max_video_frames > 1 and t > 1 and writer is not None:
             clip = torch.cat([c[: self.max_video_frames] for c in columns], dim=-1)
-            writer().add_summary(gif_summary("val/depth_video", clip, self.video_fps), trainer.global_step)
+            writer.add_summary(gif_summary("val/depth_video", clip, self.video_fps), trainer.global_step)

@@ -72,6 +72,9 @@ class VideoDepthDataModule(L.LightningDataModule):
         prefetch_frames: ``predict_input`` frames decoded ahead of the model by a background
             thread, per input (`vdf.io.prefetch.ReadAhead`); at most this many decoded frames wait
             (float32, ``12 * H * W`` bytes each). 0 decodes in the model's thread.
+        roots: dataset folders by name: a dataset ``root`` written ``${name}`` in a config is
+            ``roots[name]`` (`vdf.data.roots`), so ``--data.roots.<name> PATH`` moves one dataset
+            wherever a mixture uses it.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         start_frame: int = 0,
         live_format: str | None = None,
         prefetch_frames: int = 8,
+        roots: dict[str, str] | None = None,
     ):
         super().__init__()
         self.datasets: dict[str, list[VideoDepthDataset]] = {
@@ -137,6 +141,7 @@ class VideoDepthDataModule(L.LightningDataModule):
         self.predict_input = predict_input
         self.predict_glob = predict_glob
         self.live_format = live_format
+        self.roots = dict(roots or {})
         self.video_options = dict(
             max_size=max_size,
             size_multiple=size_multiple,

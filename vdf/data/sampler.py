@@ -58,7 +58,9 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
         dataset: the dataset whose items are sampled (only ``len``, ``sequence_length`` and
             ``frame_size`` are used; nothing is loaded).
         num_frames: candidate clip lengths ``T``, drawn uniformly per clip; ``None`` for whole
-            sequences (evaluation).
+            sequences (evaluation). A dataset with a ``clip_options(index)`` method (a mixture of
+            `TrainView` entries) may give its own lengths and strides per item, which replace
+            these two lists for that item's clips.
         frame_stride: candidate strides between consecutive frames, drawn uniformly per clip.
         frame_dropout: probability-like share ``p`` in ``[0, 1)`` of frames dropped from the
             sampled span; the kept frames keep their original indices (``frame_index``).
@@ -293,10 +295,13 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
             order = np.tile(np.arange(n_items), rounds)
         return order[:count]
 
-    def _fit_to_sequence(self, length: int, num_frames: int, stride: int) -> tuple[int, int]:
-        """Largest feasible ``(T, stride)`` for a sequence of ``length`` frames (see class doc)."""
+    def _fit_to_sequence(
+        self, length: int, num_frames: int, stride: int, choices: Sequence[int] | None = None
+    ) -> tuple[int, int]:
+        """Largest feasible ``(T, stride)`` for a sequence of ``length`` frames (see class doc);
+        ``choices`` are the clip lengths ``T`` was drawn from (default ``num_frames``)."""
         if num_frames > length:
-            shorter = [t for t in self.num_frames or () if t <= length]
+            shorter = [t for t in (choices if choices is not None else self.num_frames) or () if t <= length]
             num_frames = max(shorter) if shorter else length
         if num_frames > 1 and (num_frames - 1) * stride + 1 > length:
             stride = (length - 1) // (num_frames - 1)
@@ -306,11 +311,19 @@ class MixedLengthBatchSampler(Sampler[list[ClipRequest]]):
         length = self.dataset.sequence_length(index)
         if length < 1:
             raise ValueError(f"{self.dataset.name}: item {index} has no frames")
-        stride = self.frame_stride[rng.integers(len(self.frame_stride))]
-        if self.num_frames is None:
+        lengths, strides = self.num_frames, self.frame_stride
+        options = getattr(self.dataset, "clip_options", None)
+        if lengths is not None and options is not None:
+            # A mixture entry with its own clip lengths / strides (`TrainView`).
+            own = options(index)
+            if own is not None:
+                lengths = own[0] if own[0] is not None else lengths
+                strides = own[1] if own[1] is not None else strides
+        stride = strides[rng.integers(len(strides))]
+        if lengths is None:
             return ClipRequest(index, tuple(range(0, length, stride)))
-        num_frames = self.num_frames[rng.integers(len(self.num_frames))]
-        num_frames, stride = self._fit_to_sequence(length, num_frames, stride)
+        num_frames = lengths[rng.integers(len(lengths))]
+        num_frames, stride = self._fit_to_sequence(length, num_frames, stride, lengths)
         # Dropout samples T frames out of a longer window; shrink the window to what fits.
         window = max(num_frames, round(num_frames / (1.0 - self.frame_dropout)))
         window = min(window, (length - 1) // stride + 1)

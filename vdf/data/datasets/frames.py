@@ -260,6 +260,10 @@ class PerFrameDataset(VideoDepthDataset):
         <= 0 where it is unknown."""
         raise NotImplementedError
 
+    def read_image(self, frame: Frame) -> np.ndarray:
+        """RGB of ``frame``, uint8 ``(H,W,3)`` (default: the image file ``frame.rgb``)."""
+        return read_rgb(frame.rgb)
+
     def read_camera(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(K (3,3) at the native resolution or None, cam_to_world (4,4) or None)`` of ``frame``."""
         return frame.intrinsics, frame.cam_to_world
