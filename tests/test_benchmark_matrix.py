@@ -130,11 +130,13 @@ def benchmark_root(tmp_path_factory):
 
 def _all_test_datasets(tmp_path: Path) -> tuple[Path, list[str]]:
     """One data config holding the ``test`` datasets of every data config (one model build per family)."""
-    datasets = []
+    datasets, roots = [], {}
     for name in DATA_CONFIGS:
-        datasets += yaml.safe_load((ROOT / "configs" / "data" / f"{name}.yaml").read_text())["data"]["test"]
+        data = yaml.safe_load((ROOT / "configs" / "data" / f"{name}.yaml").read_text())["data"]
+        datasets += data["test"]
+        roots.update(data["roots"])
     path = tmp_path / "all_benchmarks.yaml"
-    path.write_text(yaml.safe_dump({"data": {"test": datasets, "eval_num_frames": 2}}))
+    path.write_text(yaml.safe_dump({"data": {"roots": roots, "test": datasets, "eval_num_frames": 2}}))
     return path, datasets
 
 

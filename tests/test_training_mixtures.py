@@ -234,3 +234,27 @@ def test_a_mixture_file_is_a_data_overlay_not_a_recipe():
     assert run_name([*recipe, mixture]) == "flashdepth_s"
     assert tiny_configs([*recipe, mixture]) == [*recipe, os.path.join(CONFIGS, "tiny", "flashdepth.yaml"), mixture]
     assert run_name(["/srv/data/configs/flashdepth.yaml"]) == "flashdepth"  # a checkout inside a data/ folder
+
+
+def test_a_benchmark_layered_on_a_training_recipe_keeps_the_recipes_roots():
+    from jsonargparse import Namespace
+
+    from vdf.cli import layered_roots
+
+    files = [os.path.join(ROOT, "configs/depthcrafter/stage3.yaml"), os.path.join(ROOT, "configs/data/sintel.yaml")]
+    # What the parser holds after the two files and one command-line setting: the last file's dict.
+    parsed = {"sintel": "/datasets/sintel"}
+    roots = layered_roots(files, parsed)
+    assert roots == {
+        "dynamic_replica": "data/dynamic_replica",
+        "matrixcity": "data/matrixcity",
+        "sintel": "/datasets/sintel",
+    }
+    data = Namespace(
+        roots=roots,
+        train=[{"init_args": {"root": "${matrixcity}"}}],
+        test=[{"init_args": {"root": "${sintel}"}}],
+    )
+    resolve_roots(data)
+    assert data.train[0]["init_args"]["root"] == "data/matrixcity"
+    assert data.test[0]["init_args"]["root"] == "/datasets/sintel"

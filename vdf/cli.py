@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -61,7 +62,10 @@ class VDFCLI(LightningCLI):
         for message in carried_init_args([f for f in files if Path(f).is_file()]):
             print(f"vdf: warning: {message}", file=sys.stderr)
         # Dataset roots named once under data.roots replace the ${name} placeholders of the datasets.
-        resolve_roots(config.get("data"))
+        data = config.get("data")
+        if data is not None:
+            data.roots = layered_roots([f for f in files if Path(f).is_file()], data.get("roots"))
+        resolve_roots(data)
 
     def instantiate_trainer(self, **kwargs):
         # Predict writes its outputs (and their manifest) to --output: no TensorBoard run folder
@@ -356,6 +360,24 @@ def run_source(config) -> dict:
         "weights": _weights_files(model),
         "fingerprint": fingerprint,
     }
+
+
+def layered_roots(files: list[str], parsed: dict[str, str] | None) -> dict[str, str]:
+    """``data.roots`` of layered config files, merged by name (a later file or ``--data.roots.<name>``
+    wins for its names): a benchmark overlay's roots add to a training recipe's instead of
+    replacing them, as a plain dict argument would."""
+    merged: dict[str, str] = {}
+    for path in files:
+        try:
+            content = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # the parser has read it already and reports its own errors
+        roots = (content or {}).get("data", {}) if isinstance(content, dict) else {}
+        roots = roots.get("roots") if isinstance(roots, dict) else None
+        if isinstance(roots, dict):
+            merged.update({str(k): str(v) for k, v in roots.items()})
+    merged.update(parsed or {})
+    return merged
 
 
 def _root_cause(error: BaseException) -> BaseException:

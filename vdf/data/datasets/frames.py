@@ -261,17 +261,13 @@ class PerFrameDataset(VideoDepthDataset):
         raise NotImplementedError
 
     def read_image(self, frame: Frame) -> np.ndarray:
-        """RGB of ``frame``, uint8 ``(H,W,3)`` (default: the image file ``frame.rgb``)."""
+        """RGB of ``frame``, uint8 ``(H,W,3)`` (default: the image file ``frame.rgb``); override when
+        the dataset stores it differently (another size than the depth map, a packed format)."""
         return read_rgb(frame.rgb)
 
     def read_camera(self, frame: Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
         """``(K (3,3) at the native resolution or None, cam_to_world (4,4) or None)`` of ``frame``."""
         return frame.intrinsics, frame.cam_to_world
-
-    def read_image(self, frame: Frame) -> np.ndarray:
-        """RGB of ``frame`` as uint8 ``(H,W,3)`` at the depth map's resolution (override when the
-        dataset stores them at different sizes)."""
-        return read_rgb(frame.rgb)
 
     def native_size(self, sequence: FrameSequence) -> tuple[int, int]:
         """``(H, W)`` of the sequence's files, from its first image's header."""
