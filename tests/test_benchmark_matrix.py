@@ -134,7 +134,7 @@ def _all_test_datasets(tmp_path: Path) -> tuple[Path, list[str]]:
     for name in DATA_CONFIGS:
         data = yaml.safe_load((ROOT / "configs" / "data" / f"{name}.yaml").read_text())["data"]
         datasets += data["test"]
-        roots.update(data["roots"])
+        roots.update(data.get("roots") or {})
     path = tmp_path / "all_benchmarks.yaml"
     path.write_text(yaml.safe_dump({"data": {"roots": roots, "test": datasets, "eval_num_frames": 2}}))
     return path, datasets
