@@ -596,7 +596,7 @@ def _repo_relative(paths: list[str]) -> list[str]:
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
-    """``vdf experiment FOLDER [--tiny] [--output DIR] [--cells ID ...]``."""
+    """``vdf experiment FOLDER [--tiny] [--output DIR] [--cells "[ID, ...]"]``."""
     parser = ArgumentParser(
         prog="vdf experiment", description="Run an ablation grid (grid.yaml), resuming completed cells."
     )
