@@ -69,6 +69,8 @@ class Pair:
     official: Callable[[], torch.Tensor]  # the official inference -> its output
     vdf: Callable[[], torch.Tensor]  # vdf's -> the same frames, same layout
     notes: list[str] = field(default_factory=list)
+    model: Any = None  # vdf's predictor (for --profile)
+    frames: int = 0  # frames of the input video
 
 
 def fidelity_script(family: str):
@@ -143,7 +145,8 @@ def depthcrafter(official_root: Path, quick: bool, options: dict | None) -> Pair
         return out[:, 0]
 
     setting = f"{frames} frames {height}x{width}, 5 steps, one segment"
-    return Pair("DepthCrafter", setting, run_official, run_vdf, ["official time includes its .npz write"])
+    notes = ["official time includes its .npz write"]
+    return Pair("DepthCrafter", setting, run_official, run_vdf, notes, model, frames)
 
 
 # ------------------------------------------------------------------------------------ ChronoDepth
@@ -212,7 +215,7 @@ def chronodepth(official_root: Path, quick: bool, options: dict | None) -> Pair:
 
     frames, h, w = meta["frames"], meta["height"], meta["width"]
     windows = "one window" if quick else "four windows"
-    return Pair("ChronoDepth", f"{frames} frames {h}x{w}, 5 steps, {windows}", run_official, run_vdf)
+    return Pair("ChronoDepth", f"{frames} frames {h}x{w}, 5 steps, {windows}", run_official, run_vdf, [], model, frames)
 
 
 def _chronodepth_model(cd_test, options: dict | None):
@@ -300,7 +303,7 @@ def depthanyvideo(official_root: Path, quick: bool, options: dict | None) -> Pai
     assert meta["decode_chunk_size"] == dav_script.DECODE_CHUNK
     kind = "one clip" if quick else "keyframes + interpolation"
     setting = f"{meta['frames']} frames {h}x{w}, {meta['denoise_steps']} steps, {kind}"
-    return Pair("Depth Any Video", setting, run_official, run_vdf)
+    return Pair("Depth Any Video", setting, run_official, run_vdf, [], model, len(read))
 
 
 def _with_options(builder, settings, options):
@@ -376,7 +379,7 @@ def flashdepth(official_root: Path, quick: bool, options: dict | None) -> Pair:
         "official: its inference loop on the read batch, .npy per frame written; its flash_attn and Mamba2 "
         "CUDA kernels replaced by the fidelity script's CPU stand-ins (einsum attention, minimal SSD)"
     ]
-    return Pair("FlashDepth", setting, run_official, run_vdf, notes)
+    return Pair("FlashDepth", setting, run_official, run_vdf, notes, predictor, frames)
 
 
 # ------------------------------------------------------------------------------------ Depth-Anything-V2
@@ -424,7 +427,7 @@ def dav2(official_root: Path, quick: bool, options: dict | None) -> Pair:
         f"networks alone on the official preprocessed tensor: max relative difference {network:.2e}",
         "end to end the preprocessing differs by design (official: OpenCV bicubic; vdf: torch bicubic)",
     ]
-    pair = Pair("DAv2", setting, run_official, run_vdf, notes)
+    pair = Pair("DAv2", setting, run_official, run_vdf, notes, model, frames)
     pair.network_difference = network  # type: ignore[attr-defined]
     return pair
 
@@ -467,6 +470,94 @@ def measure(pair: Pair, rounds: int) -> dict[str, Any]:
     }
 
 
+class StageTimer:
+    """Exclusive wall time per stage: methods wrapped in place, a nested stage's time counted once."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.frames: dict[str, int] = {}
+        self._stack: list[float] = []  # time spent in children of each open call
+        self._saved: list[tuple[Any, str, bool, Any]] = []
+
+    def wrap(self, label: str, owner: Any, name: str, frames_of: Callable[..., int] | None = None) -> None:
+        if owner is None or not hasattr(owner, name):
+            return
+        had = name in vars(owner)
+        fn = getattr(owner, name)
+        self._saved.append((owner, name, had, vars(owner).get(name)))
+
+        def timed(*args, **kwargs):
+            self._stack.append(0.0)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                total = time.perf_counter() - start
+                children = self._stack.pop()
+                if self._stack:
+                    self._stack[-1] += total
+                self.seconds[label] = self.seconds.get(label, 0.0) + total - children
+                self.calls[label] = self.calls.get(label, 0) + 1
+                if frames_of is not None:
+                    self.frames[label] = self.frames.get(label, 0) + frames_of(*args, **kwargs)
+
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, had, value in reversed(self._saved):
+            if had:
+                setattr(owner, name, value)
+            else:
+                delattr(owner, name)
+        self._saved.clear()
+
+
+def stages(timer: StageTimer, model: Any) -> None:
+    """The stages of each family's vdf inference (see the speed page)."""
+    from vdf.predictors import FlashDepthPredictor, FramePredictor, LatentDiffusionPredictor
+
+    if isinstance(model, LatentDiffusionPredictor):
+        for prefix, predictor in (("", model), ("interpolation ", model.interpolator)):
+            if predictor is None:
+                continue
+            denoiser = predictor.denoiser
+            timer.wrap(
+                prefix + "conditioning (CLIP + VAE encode)", predictor, "condition", lambda v, *a, **k: v.shape[1]
+            )
+            timer.wrap(prefix + "sampler (outside the UNet)", predictor, "denoise")
+            timer.wrap(prefix + "UNet", denoiser.unet, "forward")
+            timer.wrap(prefix + "decode (outside the VAE)", predictor, "decode")
+            timer.wrap("VAE decoder", denoiser.vae.vae.decoder, "forward")
+    elif isinstance(model, FlashDepthPredictor):
+        net = model.net
+        timer.wrap("ViT encoder", net.pretrained, "get_intermediate_layers")
+        timer.wrap("teacher (ViT + DPT)", net, "teacher_path4")
+        timer.wrap("DPT", net.depth_head, "project")
+        timer.wrap("DPT", net.depth_head, "fuse")
+        timer.wrap("DPT", net.depth_head, "head")
+        timer.wrap("hybrid fusion", getattr(net, "hybrid_fusion", None), "forward")
+        timer.wrap("Mamba", getattr(net, "mamba", None), "forward")
+    elif isinstance(model, FramePredictor):
+        timer.wrap("network", model.net, "forward")
+
+
+def profile(pair: Pair) -> dict[str, Any]:
+    """One vdf run with its stages timed: seconds per stage (exclusive) and the rest."""
+    timer = StageTimer()
+    stages(timer, pair.model)
+    start = time.perf_counter()
+    try:
+        pair.vdf()
+    finally:
+        total = time.perf_counter() - start
+        timer.restore()
+    out = {label: seconds for label, seconds in sorted(timer.seconds.items(), key=lambda kv: -kv[1])}
+    out["other (preprocessing, strategy, resizing)"] = total - sum(timer.seconds.values())
+    conditioned = sum(v for k, v in timer.frames.items() if k.startswith("conditioning"))
+    return {"total_s": total, "stages_s": out, "frames_conditioned": conditioned, "frames": pair.frames}
+
+
 def table(rows: list[dict[str, Any]], options: dict | None, strict: bool) -> str:
     lines = [
         "| family | setting | official (s) | vdf (s) | vdf / official | max rel. difference |",
@@ -488,6 +579,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, quick 3)")
     parser.add_argument("--vdf", default=None, help="vdf's inference options, a YAML mapping")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="also time vdf's stages (one extra run)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     import yaml
@@ -504,6 +596,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         start = time.perf_counter()
         pair = FAMILIES[name](official_root, args.quick, options)
         row = measure(pair, rounds)
+        if args.profile:
+            row["profile"] = profile(pair)
         row["wall_s"] = time.perf_counter() - start
         rows.append(row)
         verdict = "" if not exact else (" ok" if row["max_relative_difference"] <= TOLERANCE else " ABOVE TOLERANCE")
@@ -522,6 +616,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for row in rows:
         for note in row["notes"]:
             print(f"- {row['family']}: {note}")
+    for row in rows if args.profile else []:
+        prof = row["profile"]
+        parts = ", ".join(f"{k} {100 * v / prof['total_s']:.0f}%" for k, v in prof["stages_s"].items())
+        extra = (
+            f"; frames conditioned {prof['frames_conditioned']} of {prof['frames']}"
+            if prof["frames_conditioned"]
+            else ""
+        )
+        print(f"- {row['family']} profile ({prof['total_s']:.2f}s): {parts}{extra}")
     if args.output:
         settings = {"rounds": rounds, "threads": args.threads, "quick": args.quick, "vdf_options": options}
         Path(args.output).write_text(json.dumps({"settings": settings, "results": rows}, indent=1) + "\n")

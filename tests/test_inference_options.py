@@ -12,8 +12,9 @@ import torch
 from recipes import tiny_files
 
 import vdf
-from vdf.predictors import FlashDepthPredictor, InferenceOptions
-from vdf.predictors.options import check_fused_attention, use_fused_attention
+from vdf.models import DepthAnythingV2
+from vdf.predictors import FlashDepthPredictor, FramePredictor, InferenceOptions
+from vdf.predictors.options import TemporalConv2d, check_fused_attention, temporal_convs_as_2d, use_fused_attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,14 +25,22 @@ def video():
     return torch.rand(3, 3, 28, 42, generator=g)
 
 
-def load(family: str, *overlays: str, **options):
-    """The tiny twin with its random weights drawn from the same seed (so equal across calls)."""
-    torch.manual_seed(0)
-    return vdf.load(tiny_files(family, *overlays), device="cpu", **({"inference": options} if options else {}))
+#: configs/tiny/dav2.yaml's network.
+TINY_DAV2 = dict(
+    encoder="vits",
+    embed_dim=48,
+    depth=4,
+    num_heads=2,
+    layer_indices=[0, 1, 2, 3],
+    features=16,
+    out_channels=[8, 16, 24, 32],
+)
 
 
 def dav2(**options):
-    return load("dav2", **options)
+    """The tiny DAv2 predictor, its random weights drawn from the same seed (equal across calls)."""
+    torch.manual_seed(0)
+    return FramePredictor(DepthAnythingV2(**TINY_DAV2), input_size=42, inference=InferenceOptions(**options)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +88,26 @@ def test_attention_backends_are_restricted_during_the_run(video, monkeypatch):
     assert torch.backends.cuda.flash_sdp_enabled() or torch.backends.cuda.mem_efficient_sdp_enabled()
 
 
+def test_temporal_convolutions_as_2d_are_the_same_convolutions():
+    from diffusers.models.resnet import TemporalResnetBlock
+
+    torch.manual_seed(0)
+    block = TemporalResnetBlock(32, 32, temb_channels=None).eval()
+    other = torch.nn.Conv3d(32, 8, (3, 3, 3), padding=1)  # mixes pixels too: left alone
+    strided = torch.nn.Conv3d(32, 4, (2, 1, 1), stride=(2, 1, 1), groups=4)
+    x = torch.randn(2, 32, 5, 6, 7)
+    with torch.no_grad():
+        before = (block(x, None), other(x), strided(x))
+        keys = set(block.state_dict())
+        assert sum(temporal_convs_as_2d(m) for m in (block, other, strided)) == 3  # block.conv1, conv2; strided
+        assert (
+            type(other) is torch.nn.Conv3d and type(block.conv1) is TemporalConv2d and set(block.state_dict()) == keys
+        )
+        after = (block(x, None), other(x), strided(x))
+    for a, b in zip(after, before):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_reduced_precision_weights_stay_close_to_float32(reference, video):
     _, out = reference
     model = dav2(dtype="bfloat16")
@@ -109,13 +138,15 @@ def test_compile_wraps_each_network_and_flashdepth_compiles_its_streaming_step(m
         return step
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    model = load("flashdepth", "s", compile=True, compile_mode="max-autotune")
+    # Through the config, as a user sets it.
+    inference = {"compile": True, "compile_mode": "max-autotune"}
+    model = vdf.load(tiny_files("flashdepth", "s"), device="cpu", inference=inference)
     assert isinstance(model, FlashDepthPredictor)
     out = model.predict(video)
     options = {"mode": "max-autotune", "dynamic": None}
     assert compiled == [("FlashDepth", options), ("step", options)]
     assert calls == [0, 1, 2]  # ... and an output, carried from frame to frame
-    plain = load("flashdepth", "s").predict(video)
+    plain = FlashDepthPredictor(model.net, resolution=model.resolution).predict(video)  # the same net, uncompiled
     torch.testing.assert_close(out, plain)
 
 

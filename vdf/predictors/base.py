@@ -134,7 +134,7 @@ class Predictor(nn.Module):
 
     def apply_inference_options(self) -> None:
         """Apply `inference` to the networks (once; `stream` calls it): fused attention processors,
-        then channels-last, dtype and compilation as chosen."""
+        then channels-last, 2-D temporal convolutions, dtype and compilation as chosen."""
         if self.inference_applied:
             return
         options = self.inference
@@ -147,6 +147,8 @@ class Predictor(nn.Module):
             inference_options.use_fused_attention(net)
             if options.channels_last:
                 inference_options.to_channels_last(net)
+            if options.temporal_conv_2d:
+                inference_options.temporal_convs_as_2d(net)
         if options.torch_dtype not in (None, torch.float32):
             self.cast_networks(options.torch_dtype)
         if options.compile:

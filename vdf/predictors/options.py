@@ -23,6 +23,10 @@ weights (`dtype` is refused while the module is in training mode).
   official scripts, FlashDepth in bfloat16 autocast at its paper's speed).
 - ``channels_last``: convolution weights (and so their activations) in the channels-last memory
   format, which cuDNN and oneDNN run fastest. Exact up to float rounding.
+- ``temporal_conv_2d``: the 3-D convolutions that mix frames only (kernel ``k×1×1``: the temporal
+  resnet layers of the SVD UNet and of the VAE's temporal decoder) run as the equivalent 2-D
+  convolution over (frames, pixels). Same weights and state dict, exact up to float rounding; on
+  a CPU PyTorch runs such 3-D convolutions on a slow generic path (2-4x slower than the 2-D one).
 - ``attention``: the `torch.nn.functional.scaled_dot_product_attention` backends allowed
   (``math``, ``flash``, ``efficient``, ``cudnn``); None lets PyTorch pick (the default). Every
   attention of vdf's networks goes through that function (diffusers' ``AttnProcessor2_0`` in the
@@ -59,6 +63,7 @@ class InferenceOptions:
         dtype: weights and computation dtype of the networks (None: as built; float32 for the
             discriminative families, each network's ``weights_dtype`` for the latent ones).
         channels_last: convolution weights in the channels-last memory format.
+        temporal_conv_2d: frame-mixing 3-D convolutions (kernel k x 1 x 1) as 2-D convolutions.
         attention: the fused-attention backends `scaled_dot_product_attention` may use (None: any).
         compile: `torch.compile` the networks (FlashDepth / Video-Depth-Anything: the streaming step).
         compile_mode: `torch.compile`'s ``mode`` (``reduce-overhead`` adds CUDA graphs: fixed shapes, GPU).
@@ -67,6 +72,7 @@ class InferenceOptions:
 
     dtype: Dtype | None = None
     channels_last: bool = False
+    temporal_conv_2d: bool = False
     attention: list[AttentionBackend] | None = None
     compile: bool = False
     compile_mode: CompileMode = "default"
@@ -140,6 +146,43 @@ def to_channels_last(module: nn.Module) -> int:
     for sub in module.modules():
         if isinstance(sub, nn.Conv2d | nn.ConvTranspose2d):
             sub.weight.data = sub.weight.data.contiguous(memory_format=torch.channels_last)
+            count += 1
+    return count
+
+
+class TemporalConv2d(nn.Conv3d):
+    """A `torch.nn.Conv3d` whose kernel, stride, padding and dilation are 1, 1 and 0 in height and
+    width, computed as the 2-D convolution over ``(frames, height * width)`` it equals."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        out = torch.nn.functional.conv2d(
+            x.reshape(b, c, t, h * w),
+            self.weight[..., 0],
+            self.bias,
+            stride=(self.stride[0], 1),
+            padding=(self.padding[0], 0),
+            dilation=(self.dilation[0], 1),
+            groups=self.groups,
+        )
+        return out.reshape(b, out.shape[1], out.shape[2], h, w)
+
+
+def temporal_convs_as_2d(module: nn.Module) -> int:
+    """Every frame-only `torch.nn.Conv3d` of ``module`` (kernel ``k×1×1``, no spatial stride, padding
+    or dilation, zero padding) becomes a `TemporalConv2d` in place (same parameters); returns how many."""
+    count = 0
+    for sub in module.modules():
+        if (
+            type(sub) is nn.Conv3d
+            and tuple(sub.kernel_size[1:]) == (1, 1)
+            and tuple(sub.stride[1:]) == (1, 1)
+            and tuple(sub.dilation[1:]) == (1, 1)
+            and not isinstance(sub.padding, str)
+            and tuple(sub.padding[1:]) == (0, 0)
+            and sub.padding_mode == "zeros"
+        ):
+            sub.__class__ = TemporalConv2d
             count += 1
     return count
 
