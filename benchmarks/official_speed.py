@@ -444,20 +444,32 @@ FAMILIES = {
 # ------------------------------------------------------------------------------------ measuring
 
 
-def measure(pair: Pair, rounds: int) -> dict[str, Any]:
-    """Agreement once, then ``rounds`` alternating timed rounds (after one warm-up call each)."""
+def measure(pair: Pair, rounds: int, plain: Callable[[], torch.Tensor] | None = None) -> dict[str, Any]:
+    """Agreement once, then ``rounds`` alternating timed rounds (after one warm-up call each).
+
+    ``plain``: vdf without the options, timed in the same rounds (the options' own contribution).
+    """
     theirs = pair.official()
     ours = pair.vdf()
     difference = relative(ours, theirs)
-    times: dict[str, list[float]] = {"official": [], "vdf": []}
     runs = {"official": pair.official, "vdf": pair.vdf}
+    if plain is not None:
+        plain()
+        runs["vdf_plain"] = plain
+    times: dict[str, list[float]] = {side: [] for side in runs}
     for r in range(rounds):
-        for side in ("official", "vdf") if r % 2 == 0 else ("vdf", "official"):
+        sides = list(runs)
+        for side in sides[r % len(sides) :] + sides[: r % len(sides)]:
             start = time.perf_counter()
             runs[side]()
             times[side].append(time.perf_counter() - start)
     official_s, vdf_s = statistics.median(times["official"]), statistics.median(times["vdf"])
+    extra = {}
+    if plain is not None:
+        plain_s = statistics.median(times["vdf_plain"])
+        extra = {"vdf_plain_s": plain_s, "plain_ratio": plain_s / official_s, "options_speedup": vdf_s / plain_s}
     return {
+        **extra,
         "family": pair.name,
         "setting": pair.setting,
         "official_s": official_s,
@@ -579,6 +591,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, quick 3)")
     parser.add_argument("--vdf", default=None, help="vdf's inference options, a YAML mapping")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--compare", action="store_true", help="with --vdf: also time vdf without the options in the same rounds"
+    )
     parser.add_argument("--profile", action="store_true", help="also time vdf's stages (one extra run)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -595,14 +610,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for name in sorted(set(args.families), key=list(FAMILIES).index):
         start = time.perf_counter()
         pair = FAMILIES[name](official_root, args.quick, options)
-        row = measure(pair, rounds)
+        plain = FAMILIES[name](official_root, args.quick, None).vdf if options and args.compare else None
+        row = measure(pair, rounds, plain)
         if args.profile:
             row["profile"] = profile(pair)
         row["wall_s"] = time.perf_counter() - start
         rows.append(row)
         verdict = "" if not exact else (" ok" if row["max_relative_difference"] <= TOLERANCE else " ABOVE TOLERANCE")
+        plain = (
+            f", without the options {row['plain_ratio']:.2f} (options x{row['options_speedup']:.2f})"
+            if "plain_ratio" in row
+            else ""
+        )
         print(
-            f"{row['family']}: vdf/official {row['ratio']:.2f} (official {row['official_s']:.3f}s, "
+            f"{row['family']}: vdf/official {row['ratio']:.2f}{plain} (official {row['official_s']:.3f}s, "
             f"vdf {row['vdf_s']:.3f}s), max rel. difference {row['max_relative_difference']:.1e}{verdict} "
             f"[{row['wall_s']:.0f}s]",
             flush=True,
