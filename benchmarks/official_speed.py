@@ -334,15 +334,17 @@ def flashdepth(official_root: Path, quick: bool, options: dict | None) -> Pair:
 
     fd_script = fidelity_script("flashdepth")
     checkout = (official_root / "FlashDepth").resolve()
-    fd_script._stub_modules()
-    if str(checkout / "mamba") not in sys.path:
+    if not getattr(fd_script, "patched_for_benchmark", False):  # the patches wrap: apply them once
+        fd_script._stub_modules()
         sys.path.insert(0, str(checkout / "mamba"))
-    import_official(checkout, "mamba_ssm")
-    fd_script._patch_mamba_for_cpu()
+        import_official(checkout, "mamba_ssm")
+        fd_script._patch_mamba_for_cpu()
+        import_official(checkout, "flashdepth.model")
+        import_official(checkout, "dataloaders.random_dataset")
+        fd_script._patch_attention_for_cpu()
+        fd_script._shrink_size_tables()
+        fd_script.patched_for_benchmark = True
     model_module = import_official(checkout, "flashdepth.model")
-    import_official(checkout, "dataloaders.random_dataset")
-    fd_script._patch_attention_for_cpu()
-    fd_script._shrink_size_tables()
 
     case = "full"  # the hybrid: the model the paper's speed claim is about
     _, meta = load_case("flashdepth", case)
@@ -566,8 +568,7 @@ def profile(pair: Pair) -> dict[str, Any]:
         timer.restore()
     out = {label: seconds for label, seconds in sorted(timer.seconds.items(), key=lambda kv: -kv[1])}
     out["other (preprocessing, strategy, resizing)"] = total - sum(timer.seconds.values())
-    conditioned = sum(v for k, v in timer.frames.items() if k.startswith("conditioning"))
-    return {"total_s": total, "stages_s": out, "frames_conditioned": conditioned, "frames": pair.frames}
+    return {"total_s": total, "stages_s": out, "frames_conditioned": dict(timer.frames), "frames": pair.frames}
 
 
 def table(rows: list[dict[str, Any]], options: dict | None, strict: bool) -> str:
@@ -640,11 +641,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for row in rows if args.profile else []:
         prof = row["profile"]
         parts = ", ".join(f"{k} {100 * v / prof['total_s']:.0f}%" for k, v in prof["stages_s"].items())
-        extra = (
-            f"; frames conditioned {prof['frames_conditioned']} of {prof['frames']}"
-            if prof["frames_conditioned"]
-            else ""
-        )
+        counts = ", ".join(f"{k.split(' (')[0]} {v}" for k, v in prof["frames_conditioned"].items())
+        extra = f"; frames through {counts} (video: {prof['frames']} frames)" if counts else ""
         print(f"- {row['family']} profile ({prof['total_s']:.2f}s): {parts}{extra}")
     if args.output:
         settings = {"rounds": rounds, "threads": args.threads, "quick": args.quick, "vdf_options": options}

@@ -169,6 +169,7 @@ class Predictor(nn.Module):
     @torch.no_grad()
     def predict_clip(self, video: torch.Tensor) -> torch.Tensor:
         """The clip call of the strategies: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` float32, no grad."""
+        self.apply_inference_options()
         return self.clip(video.to(self.device)).float()
 
     def predict_at_resolution(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:

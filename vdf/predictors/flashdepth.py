@@ -102,6 +102,7 @@ class FlashDepthPredictor(Predictor):
     @torch.no_grad()
     def stream_step(self, frame: torch.Tensor, state: Any | None) -> tuple[torch.Tensor, Any]:
         """The `Streaming` call: ``(1,3,H,W)`` in [0,1] + state -> ``(1,1,H,W)`` disparity + state."""
+        self.apply_inference_options()
         frame = frame.to(self.device)
         h, w = frame.shape[-2:]
         if state is None:

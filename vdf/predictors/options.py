@@ -205,14 +205,18 @@ def use_fused_attention(module: nn.Module) -> int:
     """Give every diffusers ``Attention`` of ``module`` that runs diffusers' unfused ``AttnProcessor``
     ``AttnProcessor2_0`` instead (the same arithmetic through `scaled_dot_product_attention`);
     returns how many were replaced."""
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    unfused = [
+        sub
+        for sub in module.modules()
+        if hasattr(sub, "set_processor") and type(getattr(sub, "processor", None)).__name__ == "AttnProcessor"
+    ]
+    if not unfused:  # nothing to do (and no diffusers import for networks without its layers)
+        return 0
+    from diffusers.models.attention_processor import AttnProcessor2_0
 
-    count = 0
-    for sub in module.modules():
-        if hasattr(sub, "set_processor") and type(getattr(sub, "processor", None)) is AttnProcessor:
-            sub.set_processor(AttnProcessor2_0())
-            count += 1
-    return count
+    for sub in unfused:
+        sub.set_processor(AttnProcessor2_0())
+    return len(unfused)
 
 
 def compile_module(module: nn.Module, options: InferenceOptions) -> nn.Module:

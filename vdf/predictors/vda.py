@@ -109,6 +109,7 @@ class VideoDepthAnythingPredictor(Predictor):
     @torch.no_grad()
     def stream_step(self, frame: torch.Tensor, state: Any | None) -> tuple[torch.Tensor, VDAStreamState]:
         """The `Streaming` call: ``(1,3,H,W)`` in [0,1] + state -> ``(1,1,H,W)`` + state."""
+        self.apply_inference_options()
         frame = frame.to(self.device)
         h, w = frame.shape[-2:]
         step = self._step if self._step is not None else self.net.step
