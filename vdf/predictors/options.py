@@ -13,8 +13,9 @@ Every predictor takes ``inference`` (an `InferenceOptions`), in the config or on
 The defaults change nothing: the networks run as the config builds them (the official numerics).
 The options are applied once, at the first whole-video call (`Predictor.stream`, which `vdf predict`,
 `vdf test`, `vdf bench` and `vdf.load(...)(video)` use), to the networks the predictor names in
-`Predictor.inference_networks`; they are for inference: a predictor being trained keeps its float32
-weights (`dtype` is refused while the module is in training mode).
+`Predictor.inference_networks`; they are for inference: `dtype` is refused while the predictor is in
+training mode, but a validation pass during `vdf fit` runs in evaluation mode, so do not set
+``dtype`` (or ``compile``) in a config you train with.
 
 - ``dtype``: the networks' weights and computation in ``float16`` or ``bfloat16`` (inputs cast on entry,
   outputs back to float32). The latent families already hold their networks in the official dtype
