@@ -48,6 +48,7 @@ import yaml
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from vdf.models.weights import is_hub_reference, is_weights_argument
+from vdf.predictors.options import InferenceOptions
 from vdf.predictors.resolution import run_at_resolution
 
 MB = 1024.0 * 1024.0
@@ -73,6 +74,7 @@ class BenchSettings:
     device: str = "cpu"
     bf16: bool = False
     compile: bool = False
+    inference: dict | None = None  # InferenceOptions fields for every model (vdf.predictors.InferenceOptions)
     video: str = "synthetic"
     threads: int | None = None
     seed: int = 0
@@ -252,12 +254,12 @@ class _Runner:
         model = build_model(spec.args).predictor
         model.to(self.device).eval()
         model.requires_grad_(False)
+        # The predictor's inference options (dtype, channels-last, attention, compile), as predict applies them.
+        options = {**vars(model.inference), **(settings.inference or {})}
         if settings.compile:
-            target = getattr(model, "net", None)
-            if isinstance(target, torch.nn.Module):
-                target.compile()
-            else:
-                model.compile()
+            options["compile"] = True
+        model.inference = InferenceOptions(**options)
+        model.apply_inference_options()
         self.model = model
         self.video = _video(settings)
         strategy = model.strategy
@@ -295,7 +297,7 @@ class _Runner:
             torch.cuda.reset_peak_memory_stats(self.device)
         # The predict path: frames through the model's resolution rule and its strategy.
         model = self.model
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, model.inference.attention_context():
             if self.cuda or self.hwm:
                 for out in run_at_resolution(model.resolution, model.strategy, model, iter(video)):
                     count += out is not None
@@ -433,7 +435,8 @@ def measure(specs: list[BenchSpec], settings: BenchSettings, isolate: bool = Tru
 def to_markdown(results: list[BenchResult], settings: BenchSettings) -> str:
     lines = [
         f"{settings.frames} frames of {settings.height}x{settings.width} on {settings.device}"
-        f"{', bf16' if settings.bf16 else ''}{', compiled' if settings.compile else ''}; median of "
+        f"{', bf16' if settings.bf16 else ''}{', compiled' if settings.compile else ''}"
+        f"{f', inference options {settings.inference}' if settings.inference else ''}; median of "
         f"{settings.repeats} round-robin repeats after {settings.warmup} warm-up frames; ratios to the first row\n",
         "| model | strategy | window | model size | params (M) | frames/s | × first | peak memory (MB) | × first |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -558,6 +561,13 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--bf16", action=ActionYesNo, default=False, help="autocast to bfloat16")
     parser.add_argument("--compile", action=ActionYesNo, default=False, help="torch.compile the network (CUDA only)")
     parser.add_argument(
+        "--inference",
+        type=Optional[dict],
+        default=None,
+        help="inference options for every model (vdf.predictors.InferenceOptions), a YAML mapping such as "
+        "'{channels_last: true, dtype: bfloat16, compile: true}'",
+    )
+    parser.add_argument(
         "--video", type=str, default="synthetic", help="'synthetic' (a synthetic-world episode) or 'random'"
     )
     parser.add_argument("--threads", type=Optional[int], default=None, help="torch intra-op threads")
@@ -581,6 +591,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         device=cfg.device,
         bf16=cfg.bf16,
         compile=cfg.compile,
+        inference=cfg.inference,
         video=cfg.video,
         threads=cfg.threads,
     )

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from vdf.inference.base import LongVideoStrategy
+from vdf.predictors import options as inference_options
+from vdf.predictors.options import InferenceOptions
 from vdf.predictors.resolution import Resolution, run_at_resolution
 
 
@@ -77,15 +79,26 @@ class Predictor(nn.Module):
         strategy: how long videos are run (`vdf.inference`); default: the family's.
         resolution: the size the network sees at test and predict time and the way back to the
             input's size; default: the frames' own size.
+        inference: how the networks run at test and predict time (`InferenceOptions`: dtype,
+            channels-last, attention backends, ``torch.compile``); default: as built, the
+            official numerics.
     """
 
     #: The space of the affine-invariant prediction: ``disparity`` (larger is nearer) or ``depth``.
     output_space: str = "disparity"
 
-    def __init__(self, strategy: LongVideoStrategy | None = None, resolution: Resolution | None = None):
+    def __init__(
+        self,
+        strategy: LongVideoStrategy | None = None,
+        resolution: Resolution | None = None,
+        inference: InferenceOptions | None = None,
+    ):
         super().__init__()
         self.strategy = strategy if strategy is not None else self.default_strategy()
         self.resolution = resolution if resolution is not None else Resolution()
+        self.inference = inference if inference is not None else InferenceOptions()
+        #: Whether `apply_inference_options` has run (it runs once).
+        self.inference_applied = False
         #: Context of every network call a whole-video run makes (autocast for reduced precision;
         #: `vdf.load` sets it from the config's ``trainer.precision``, tasks from their trainer).
         self.precision: Callable[[], AbstractContextManager] = contextlib.nullcontext
@@ -103,6 +116,50 @@ class Predictor(nn.Module):
             return tensor.device
         return torch.device("cpu")
 
+    # -- inference options ------------------------------------------------------------------------
+    def inference_networks(self) -> dict[str, nn.Module]:
+        """The networks `inference` applies to, by name (each called as a module: ``net(...)``)."""
+        return {}
+
+    def cast_networks(self, dtype: torch.dtype) -> None:
+        """``inference.dtype``: each network's weights in ``dtype``, inputs cast on entry, outputs
+        back to float32 (`vdf.predictors.options.cast_network`)."""
+        for net in self.inference_networks().values():
+            inference_options.cast_network(net, dtype)
+
+    def compile_networks(self) -> None:
+        """``inference.compile``: `torch.compile` each network in place."""
+        for net in self.inference_networks().values():
+            inference_options.compile_module(net, self.inference)
+
+    def apply_inference_options(self) -> None:
+        """Apply `inference` to the networks (once; `stream` calls it): fused attention processors,
+        then channels-last, 2-D temporal convolutions, dtype and compilation as chosen."""
+        if self.inference_applied:
+            return
+        options = self.inference
+        if not options.exact and self.training:
+            raise RuntimeError(
+                f"inference dtype {options.dtype} casts the weights: it is for test and predict, not for a "
+                "predictor in training mode"
+            )
+        for net in self.inference_networks().values():
+            inference_options.use_fused_attention(net)
+            if options.channels_last:
+                inference_options.to_channels_last(net)
+            if options.temporal_conv_2d:
+                inference_options.temporal_convs_as_2d(net)
+        if options.torch_dtype not in (None, torch.float32):
+            self.cast_networks(options.torch_dtype)
+        if options.compile:
+            self.compile_networks()
+        self.inference_applied = True
+
+    @property
+    def network_dtype(self) -> torch.dtype:
+        """The dtype inputs are cast to for the networks (``inference.dtype``, float32 by default)."""
+        return self.inference.torch_dtype or torch.float32
+
     # -- the clip forward -------------------------------------------------------------------------
     def clip(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,T,3,H,W)`` in [0,1] -> ``(B,T,1,H,W)`` at the frames' own size (differentiable
@@ -112,6 +169,7 @@ class Predictor(nn.Module):
     @torch.no_grad()
     def predict_clip(self, video: torch.Tensor) -> torch.Tensor:
         """The clip call of the strategies: ``(B,T,3,H,W)`` -> ``(B,T,1,H,W)`` float32, no grad."""
+        self.apply_inference_options()
         return self.clip(video.to(self.device)).float()
 
     def predict_at_resolution(self, video: torch.Tensor, requested: tuple[int, int] | None = None) -> torch.Tensor:
@@ -127,11 +185,13 @@ class Predictor(nn.Module):
         self, frames: Iterable[torch.Tensor], requested: tuple[int, int] | None = None
     ) -> Iterator[torch.Tensor | None]:
         """Frames ``(3,H,W)`` through ``resolution`` and ``strategy``: one ``(1,H,W)`` (or ``None``
-        for a frame the strategy does not predict) per frame, each step under ``precision``."""
+        for a frame the strategy does not predict) per frame, each step under ``precision`` and the
+        ``inference`` options (applied at the first call)."""
+        self.apply_inference_options()
         outputs = run_at_resolution(self.resolution, self.strategy, self, frames, requested)
         end = object()
         while True:
-            with self.precision():
+            with self.precision(), self.inference.attention_context():
                 out = next(outputs, end)
             if out is end:
                 return

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from vdf.inference.base import LongVideoStrategy
 from vdf.models.dav2 import normalize_imagenet, preprocess_frames
 from vdf.models.flashdepth import FlashDepth
+from vdf.predictors import options as inference_options
 from vdf.predictors.base import Predictor
+from vdf.predictors.options import InferenceOptions
 from vdf.predictors.resolution import Resolution, RoundToMultiple
 
 # The official Depth-Anything preprocessing of every frame: each side rounded up to a multiple of
@@ -39,6 +41,8 @@ class FlashDepthPredictor(Predictor):
             the sides up to multiples of 14. Do not combine it with a resizing ``resolution``.
         strategy: default `Streaming` (one frame at a time, the state carried through the video).
         resolution: the official inference rule in the shipped configs (see the module doc).
+        inference: test/predict-time options (dtype, channels-last, attention, compile;
+            `vdf.predictors.InferenceOptions`); default: as built.
     """
 
     def __init__(
@@ -47,8 +51,9 @@ class FlashDepthPredictor(Predictor):
         input_size: int | None = None,
         strategy: LongVideoStrategy | None = None,
         resolution: Resolution | None = None,
+        inference: InferenceOptions | None = None,
     ):
-        super().__init__(strategy, resolution)
+        super().__init__(strategy, resolution, inference)
         if input_size is not None and type(self.resolution) is not Resolution:
             raise ValueError(
                 f"input_size={input_size} and resolution {type(self.resolution).__name__} would both resize the "
@@ -56,11 +61,21 @@ class FlashDepthPredictor(Predictor):
             )
         self.net = net
         self.input_size = input_size
+        self._step = None  # the compiled streaming step (inference.compile)
 
     def default_strategy(self) -> LongVideoStrategy:
         from vdf.inference.streaming import Streaming
 
         return Streaming()
+
+    def inference_networks(self) -> dict[str, torch.nn.Module]:
+        return {"net": self.net}
+
+    def compile_networks(self) -> None:
+        """The network for clips, and the one-frame step with the state as input and output, so
+        that one compiled step serves every frame of a stream."""
+        super().compile_networks()
+        self._step = inference_options.compile_function(self.net.step, self.inference)
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N,3,H,W)`` in [0,1] -> ImageNet-normalised, sides multiples of 14."""
@@ -87,9 +102,11 @@ class FlashDepthPredictor(Predictor):
     @torch.no_grad()
     def stream_step(self, frame: torch.Tensor, state: Any | None) -> tuple[torch.Tensor, Any]:
         """The `Streaming` call: ``(1,3,H,W)`` in [0,1] + state -> ``(1,1,H,W)`` disparity + state."""
+        self.apply_inference_options()
         frame = frame.to(self.device)
         h, w = frame.shape[-2:]
         if state is None:
             state = self.net.init_state(frame.shape[0], device=self.device)
-        disparity, state = self.net.step(self.prepare(frame), state)
-        return self._back(disparity, h, w).float(), state
+        step = self._step if self._step is not None else self.net.step
+        disparity, state = step(self.prepare(frame).to(self.network_dtype), state)
+        return self._back(disparity.float(), h, w), state

@@ -9,6 +9,7 @@ from torch import nn
 from vdf.inference.base import LongVideoStrategy
 from vdf.models.dav2 import preprocess_frames
 from vdf.predictors.base import Predictor
+from vdf.predictors.options import InferenceOptions
 from vdf.predictors.resolution import Resolution
 
 
@@ -29,6 +30,8 @@ class FramePredictor(Predictor):
             depend on it).
         strategy: default `PerFrame` in batches of 8.
         resolution: default the frames' own size (the network resizes to ``input_size`` itself).
+        inference: test/predict-time options (dtype, channels-last, attention, compile;
+            `vdf.predictors.InferenceOptions`); default: as built.
     """
 
     def __init__(
@@ -39,14 +42,18 @@ class FramePredictor(Predictor):
         frame_chunk: int = 32,
         strategy: LongVideoStrategy | None = None,
         resolution: Resolution | None = None,
+        inference: InferenceOptions | None = None,
     ):
-        super().__init__(strategy, resolution)
+        super().__init__(strategy, resolution, inference)
         if frame_chunk < 1:
             raise ValueError(f"frame_chunk must be >= 1, got {frame_chunk}")
         self.net = net
         self.input_size = input_size
         self.antialias = antialias
         self.frame_chunk = frame_chunk
+
+    def inference_networks(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
 
     def clip(self, video: torch.Tensor, frame_index: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,T,3,H,W)`` in [0,1] -> ``(B,T,1,H,W)`` non-negative relative disparity at the

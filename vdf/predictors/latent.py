@@ -22,6 +22,7 @@ from vdf.diffusion.sampler import EulerSampler
 from vdf.inference.base import LongVideoStrategy
 from vdf.models.svd import SVDCondition, SVDDepthDenoiser
 from vdf.predictors.base import Predictor
+from vdf.predictors.options import InferenceOptions
 from vdf.predictors.resolution import Resolution
 
 
@@ -42,6 +43,8 @@ class LatentDiffusionPredictor(Predictor):
             whose UNet takes 16 input channels), used by `KeyframeInterpolation`.
         strategy: long-video strategy; default `SegmentStitching` (DepthCrafter's).
         resolution: the family's official inference size rule.
+        inference: test/predict-time options (dtype, channels-last, attention, compile;
+            `vdf.predictors.InferenceOptions`); default: as built.
     """
 
     def __init__(
@@ -56,8 +59,9 @@ class LatentDiffusionPredictor(Predictor):
         interpolator: LatentDiffusionPredictor | None = None,
         strategy: LongVideoStrategy | None = None,
         resolution: Resolution | None = None,
+        inference: InferenceOptions | None = None,
     ):
-        super().__init__(strategy, resolution)
+        super().__init__(strategy, resolution, inference)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.denoiser = denoiser
@@ -84,6 +88,35 @@ class LatentDiffusionPredictor(Predictor):
         if self.interpolator is not None:
             found.append(self.interpolator.denoiser)
         return found
+
+    def inference_networks(self) -> dict[str, torch.nn.Module]:
+        """The UNets (this one's and the interpolator's), the VAE's encoder and decoder and the image
+        encoder, each called as a module by the denoiser."""
+        nets: dict[str, torch.nn.Module] = {}
+        for prefix, predictor in (("", self), ("interpolator.", self.interpolator)):
+            if predictor is None:
+                continue
+            denoiser = predictor.denoiser
+            nets[prefix + "unet"] = denoiser.unet
+            vae = getattr(denoiser.vae, "vae", None)
+            if vae is not None:
+                nets[prefix + "vae.encoder"] = vae.encoder
+                nets[prefix + "vae.decoder"] = vae.decoder
+            encoder = getattr(denoiser.image_encoder, "encoder", None)
+            if encoder is not None:
+                nets[prefix + "image_encoder"] = encoder
+        # The interpolator shares the VAE (and image encoder) module: name each module once.
+        seen: set[int] = set()
+        return {k: v for k, v in nets.items() if not (id(v) in seen or seen.add(id(v)))}
+
+    def cast_networks(self, dtype: torch.dtype) -> None:
+        """The latent networks take a reduced dtype as their ``weights_dtype`` does: weights cast,
+        inputs cast on entry by each network, the VAE encoding upcast under ``force_upcast``."""
+        for predictor in (self, self.interpolator):
+            if predictor is not None:
+                predictor.denoiser.unet.to(dtype)
+                predictor.denoiser.vae.to(dtype)
+                predictor.denoiser.image_encoder.to(dtype)
 
     # -- the calls strategies use -----------------------------------------------------------------
     def generator(self, offset: int = 0) -> torch.Generator | None:

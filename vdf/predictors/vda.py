@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from vdf.inference.base import LongVideoStrategy
 from vdf.models.dav2 import preprocess_frames
 from vdf.models.vda import VDAStreamState, VideoDepthAnything
+from vdf.predictors import options as inference_options
 from vdf.predictors.base import Predictor
+from vdf.predictors.options import InferenceOptions
 from vdf.predictors.resolution import Resolution
 
 #: Frames wider (or taller) than this aspect ratio are processed at a smaller short side.
@@ -50,6 +52,8 @@ class VideoDepthAnythingPredictor(Predictor):
         strategy: default `KeyframeAlignedWindows` (the official offline inference; for a metric
             net, without the scale/shift alignment).
         resolution: default the frames' own size (the predictor resizes to ``input_size``).
+        inference: test/predict-time options (dtype, channels-last, attention, compile;
+            `vdf.predictors.InferenceOptions`); default: as built.
     """
 
     def __init__(
@@ -59,12 +63,14 @@ class VideoDepthAnythingPredictor(Predictor):
         antialias: bool = False,
         strategy: LongVideoStrategy | None = None,
         resolution: Resolution | None = None,
+        inference: InferenceOptions | None = None,
     ):
         self._metric = bool(getattr(net, "metric", False))
-        super().__init__(strategy, resolution)
+        super().__init__(strategy, resolution, inference)
         self.net = net
         self.input_size = input_size
         self.antialias = antialias
+        self._step = None  # the compiled streaming step (inference.compile)
 
     @property
     def output_space(self) -> str:  # type: ignore[override]
@@ -75,6 +81,14 @@ class VideoDepthAnythingPredictor(Predictor):
         from vdf.inference.keyframe_aligned_windows import KeyframeAlignedWindows
 
         return KeyframeAlignedWindows(align=not self._metric)
+
+    def inference_networks(self) -> dict[str, torch.nn.Module]:
+        return {"net": self.net}
+
+    def compile_networks(self) -> None:
+        """The network for clips, and the one-frame step with its cache as input and output."""
+        super().compile_networks()
+        self._step = inference_options.compile_function(self.net.step, self.inference)
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N,3,H,W)`` in [0,1] -> ImageNet-normalised at the processing size."""
@@ -95,7 +109,9 @@ class VideoDepthAnythingPredictor(Predictor):
     @torch.no_grad()
     def stream_step(self, frame: torch.Tensor, state: Any | None) -> tuple[torch.Tensor, VDAStreamState]:
         """The `Streaming` call: ``(1,3,H,W)`` in [0,1] + state -> ``(1,1,H,W)`` + state."""
+        self.apply_inference_options()
         frame = frame.to(self.device)
         h, w = frame.shape[-2:]
-        out, state = self.net.step(self.prepare(frame), state)
-        return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True).float(), state
+        step = self._step if self._step is not None else self.net.step
+        out, state = step(self.prepare(frame).to(self.network_dtype), state)
+        return F.interpolate(out.float(), size=(h, w), mode="bilinear", align_corners=True), state
