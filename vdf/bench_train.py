@@ -243,8 +243,10 @@ def measure_one(
             before = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         else:
-            before = _current_rss()
-            _reset_peak_rss()
+            # The baseline is the reset high-water mark itself, so the increase cannot come out
+            # negative from resident pages returned between two separate readings.
+            reset = _reset_peak_rss()
+            before = (_status_kb("VmHWM") or 0) * 1024 if reset else _current_rss()
         with autocast:
             loss = task.training_loss(batch)
         loss.backward()
