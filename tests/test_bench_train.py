@@ -38,7 +38,9 @@ def test_train_step_memory_of_a_tiny_stage(tmp_path):
         # keeps two moments per trained value (plus a step counter per tensor).
         assert 0 < r["gradients_mb"] < r["network_mb"] < r["params_mb"]
         assert 2 * r["gradients_mb"] <= r["optimizer_mb"] < 2 * r["gradients_mb"] * 1.01
-        assert r["step_mb"] >= 0 and r["seconds"] > 0
+        # Linux's RSS counters are approximate (each thread batches up to 64 pages, 256 KB, before
+        # they reach the counters), so a step that adds little can read a few KB below zero.
+        assert r["step_mb"] > -1.0 and r["seconds"] > 0
         resident = r["params_mb"] + r["batch_mb"] + r["optimizer_mb"]
         increase = max(r["forward_backward_mb"], r["step_mb"] - r["optimizer_mb"])
         assert r["peak_mb"] == pytest.approx(resident + increase)
