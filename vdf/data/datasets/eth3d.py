@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames
+from vdf.data.datasets.flashdepth_sets import FlashDepthTestSet
+from vdf.data.datasets.frames import Frame, FrameSequence, numbered_frames
 from vdf.data.readers import image_size
 
 
@@ -33,7 +34,7 @@ def read_eth3d_depth(path, size: tuple[int, int]) -> np.ndarray:
     return data.reshape(size)
 
 
-class ETH3D(PerFrameDataset):
+class ETH3D(FlashDepthTestSet):
     """ETH3D high-res scenes (FlashDepth test set: every scene, inference 1274x1918).
 
     Args:
@@ -45,9 +46,7 @@ class ETH3D(PerFrameDataset):
         name: dataset name in logs and metric keys.
     """
 
-    max_depth = 70.0  # FlashDepth's compute_depth_metrics cap
-    boundary_f1 = True
-    eval_space = "disparity"  # FlashDepth fits in disparity
+    layout = "<scene>/{images,ground_truth_depth}/dslr_images/DSC_<n>.JPG"
 
     def __init__(
         self,
@@ -60,17 +59,10 @@ class ETH3D(PerFrameDataset):
         inference_size: tuple[int, int] | None = (1274, 1918),
         name: str = "eth3d",
     ):
-        self.folder = folder
-        self.inference_size = tuple(inference_size) if inference_size is not None else None
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames)
+        super().__init__(root, name, sequences, folder, start, stride, max_frames, inference_size)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
-        base = self.root / self.folder
-        if not base.is_dir():
-            raise FileNotFoundError(
-                f"ETH3D: {str(base)!r} does not exist; expected root/{self.folder}/<scene>/"
-                "{images,ground_truth_depth}/dslr_images/DSC_<n>.JPG"
-            )
+        base = self.dataset_folder()
         names = names if names is not None else sorted(p.name for p in base.iterdir() if p.is_dir())
         out = []
         for scene in names:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames
+from vdf.data.datasets.flashdepth_sets import FlashDepthTestSet
+from vdf.data.datasets.frames import Frame, FrameSequence, numbered_frames
 from vdf.data.readers import read_npy
 
 
@@ -43,7 +44,7 @@ def read_unreal_camera(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return values[0].reshape(3, 3), w2c
 
 
-class Unreal4K(PerFrameDataset):
+class Unreal4K(FlashDepthTestSet):
     """UnrealStereo4K (FlashDepth test set: every scene, every frame, inference 1148x2044).
 
     Args:
@@ -56,9 +57,7 @@ class Unreal4K(PerFrameDataset):
         name: dataset name in logs and metric keys.
     """
 
-    max_depth = 70.0  # FlashDepth's compute_depth_metrics cap
-    boundary_f1 = True
-    eval_space = "disparity"  # FlashDepth fits in disparity
+    layout = "<scene>/{Image0/<n>.png, Disp0/<n>.npy, Extrinsics0/<n>.txt, Extrinsics1/<n>.txt}"
 
     def __init__(
         self,
@@ -71,17 +70,10 @@ class Unreal4K(PerFrameDataset):
         inference_size: tuple[int, int] | None = (1148, 2044),
         name: str = "unreal4k",
     ):
-        self.folder = folder
-        self.inference_size = tuple(inference_size) if inference_size is not None else None
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames)
+        super().__init__(root, name, sequences, folder, start, stride, max_frames, inference_size)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
-        base = self.root / self.folder
-        if not base.is_dir():
-            raise FileNotFoundError(
-                f"Unreal4K: {str(base)!r} does not exist; expected root/{self.folder}/<scene>/"
-                "{Image0/<n>.png, Disp0/<n>.npy, Extrinsics0/<n>.txt, Extrinsics1/<n>.txt}"
-            )
+        base = self.dataset_folder()
         names = names if names is not None else sorted(p.name for p in base.iterdir() if p.is_dir())
         out = []
         for scene in names:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames
+from vdf.data.datasets.flashdepth_sets import FlashDepthTestSet
+from vdf.data.datasets.frames import Frame, FrameSequence, numbered_frames
 from vdf.data.readers import read_exr
 
 SKY_LABEL = 10
@@ -37,7 +38,7 @@ def read_labels(path) -> np.ndarray:
     return labels
 
 
-class UrbanSyn(PerFrameDataset):
+class UrbanSyn(FlashDepthTestSet):
     """UrbanSyn (FlashDepth test set: every scene, first 1000 frames, inference 1022x2044).
 
     Args:
@@ -51,9 +52,7 @@ class UrbanSyn(PerFrameDataset):
         name: dataset name in logs and metric keys.
     """
 
-    max_depth = 70.0  # FlashDepth's compute_depth_metrics cap
-    boundary_f1 = True
-    eval_space = "disparity"  # FlashDepth fits in disparity
+    layout = "<i>/{rgb/rgb_<n>.png, depth/depth_<n>.exr, ss/ss_<n>.png}"
 
     def __init__(
         self,
@@ -67,17 +66,11 @@ class UrbanSyn(PerFrameDataset):
         inference_size: tuple[int, int] | None = (1022, 2044),
         name: str = "urbansyn",
     ):
-        self.folder, self.depth_scale = folder, float(depth_scale)
-        self.inference_size = tuple(inference_size) if inference_size is not None else None
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames)
+        self.depth_scale = float(depth_scale)
+        super().__init__(root, name, sequences, folder, start, stride, max_frames, inference_size)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
-        base = self.root / self.folder
-        if not base.is_dir():
-            raise FileNotFoundError(
-                f"UrbanSyn: {str(base)!r} does not exist; expected root/{self.folder}/<i>/"
-                "{rgb/rgb_<n>.png, depth/depth_<n>.exr, ss/ss_<n>.png}"
-            )
+        base = self.dataset_folder()
         if names is None:
             scenes = [p.name for p in base.iterdir() if p.is_dir()]
             try:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vdf.data.datasets.frames import Frame, FrameSequence, PerFrameDataset, numbered_frames
+from vdf.data.datasets.flashdepth_sets import FlashDepthTestSet
+from vdf.data.datasets.frames import Frame, FrameSequence, numbered_frames
 from vdf.data.readers import image_size, read_npy
 
 #: FlashDepth's 30 Waymo test segments (``dataloaders/waymo_dataset.py``), in its order.
@@ -66,7 +67,7 @@ def rasterize_points(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return depth
 
 
-class Waymo(PerFrameDataset):
+class Waymo(FlashDepthTestSet):
     """Waymo front camera (FlashDepth test set: 30 validation segments, inference 1274x1918).
 
     Args:
@@ -78,9 +79,7 @@ class Waymo(PerFrameDataset):
         name: dataset name in logs and metric keys.
     """
 
-    max_depth = 70.0  # FlashDepth's compute_depth_metrics cap
-    boundary_f1 = True
-    eval_space = "disparity"  # FlashDepth fits in disparity
+    layout = "<segment>/FRONT/{rgb/original/<n>.jpg, depth/<n>.npy}"
 
     def __init__(
         self,
@@ -93,17 +92,10 @@ class Waymo(PerFrameDataset):
         inference_size: tuple[int, int] | None = (1274, 1918),
         name: str = "waymo",
     ):
-        self.folder = folder
-        self.inference_size = tuple(inference_size) if inference_size is not None else None
-        super().__init__(root, name, sequences, start=start, stride=stride, max_frames=max_frames)
+        super().__init__(root, name, sequences, folder, start, stride, max_frames, inference_size)
 
     def discover(self, names: list[str] | None) -> list[FrameSequence]:
-        base = self.root / self.folder
-        if not base.is_dir():
-            raise FileNotFoundError(
-                f"Waymo: {str(base)!r} does not exist; expected root/{self.folder}/<segment>/FRONT/"
-                "{rgb/original/<n>.jpg, depth/<n>.npy}"
-            )
+        base = self.dataset_folder()
         out = []
         for segment in names if names is not None else WAYMO_TEST_SEGMENTS:
             folder = base / segment / "FRONT"
