@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from .protocol import as_bool, as_float64, check_finite, squeeze_channel
+from .temporal import posed_sequence
 
 __all__ = ["MultiFrameConsistency", "multi_frame_consistency", "warp_depth"]
 
@@ -89,27 +89,8 @@ def multi_frame_consistency(
     Raises:
         ValueError: fewer than 2 frames, non-finite depth or cameras, bad shapes.
     """
-    d = squeeze_channel(as_float64(depth, "depth"), "depth")
-    dev = d.device
+    d, k, poses, m = posed_sequence("MFC", depth, intrinsics, cam_to_world, mask)
     n = d.shape[0]
-    if n < 2:
-        raise ValueError(f"MFC needs at least 2 frames, got {n}")
-    check_finite(d, "depth")
-    k = as_float64(intrinsics, "intrinsics", dev)
-    if k.ndim == 2:
-        k = k.expand(n, *k.shape)
-    if k.ndim != 3 or k.shape[0] != n or tuple(k.shape[1:]) not in ((3, 3), (4, 4)):
-        raise ValueError(f"intrinsics: expected (3,3) or (T,3,3) with T={n}, got {tuple(k.shape)}")
-    poses = as_float64(cam_to_world, "cam_to_world", dev)
-    if tuple(poses.shape) != (n, 4, 4):
-        raise ValueError(f"cam_to_world: expected ({n},4,4), got {tuple(poses.shape)}")
-    check_finite(poses, "cam_to_world")
-    check_finite(k, "intrinsics")
-    m = None
-    if mask is not None:
-        m = squeeze_channel(as_bool(mask, "mask", dev), "mask")
-        if m.shape != d.shape:
-            raise ValueError(f"mask has shape {tuple(m.shape)}, expected {tuple(d.shape)}")
     world_to_cam = torch.linalg.inv(poses)
     errors = []
     for i in range(n - 1):

@@ -79,6 +79,40 @@ def reprojection_abs_rel(
     return float(((depth_dst[m] - proj[m]).abs() / depth_dst[m]).mean())
 
 
+def posed_sequence(
+    metric: str,
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    cam_to_world: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The checked float64 inputs of a pose-based consistency metric (TAE, MFC): depth ``(T,H,W)``,
+    intrinsics ``(T,3,3)`` or ``(T,4,4)``, ``cam_to_world`` ``(T,4,4)`` and the mask ``(T,H,W)`` or
+    None. Errors name ``metric`` and the argument at fault."""
+    d = squeeze_channel(as_float64(depth, "depth"), "depth")
+    dev = d.device
+    n = d.shape[0]
+    if n < 2:
+        raise ValueError(f"{metric} needs at least 2 frames, got {n}")
+    check_finite(d, "depth")
+    k = as_float64(intrinsics, "intrinsics", dev)
+    if k.ndim == 2:
+        k = k.expand(n, *k.shape)
+    if k.ndim != 3 or k.shape[0] != n or tuple(k.shape[1:]) not in ((3, 3), (4, 4)):
+        raise ValueError(f"intrinsics: expected (3,3), (4,4), (T,3,3) or (T,4,4) with T={n}, got {tuple(k.shape)}")
+    poses = as_float64(cam_to_world, "cam_to_world", dev)
+    if tuple(poses.shape) != (n, 4, 4):
+        raise ValueError(f"cam_to_world: expected ({n},4,4), got {tuple(poses.shape)}")
+    check_finite(poses, "cam_to_world")
+    check_finite(k, "intrinsics")
+    m = None
+    if mask is not None:
+        m = squeeze_channel(as_bool(mask, "mask", dev), "mask")
+        if m.shape != d.shape:
+            raise ValueError(f"mask has shape {tuple(m.shape)}, expected {tuple(d.shape)}")
+    return d, k, poses, m
+
+
 def temporal_alignment_error(depth: Any, intrinsics: Any, cam_to_world: Any, mask: Any | None = None) -> float:
     """TAE of one sequence of aligned metric depth (VDA ``eval_tae.py``), ×100.
 
@@ -97,27 +131,8 @@ def temporal_alignment_error(depth: Any, intrinsics: Any, cam_to_world: Any, mas
     Raises:
         ValueError: fewer than 2 frames, non-finite depth or poses, bad shapes.
     """
-    d = squeeze_channel(as_float64(depth, "depth"), "depth")
-    dev = d.device
+    d, k, poses, m = posed_sequence("TAE", depth, intrinsics, cam_to_world, mask)
     n = d.shape[0]
-    if n < 2:
-        raise ValueError(f"TAE needs at least 2 frames, got {n}")
-    check_finite(d, "depth")
-    k = as_float64(intrinsics, "intrinsics", dev)
-    if k.ndim == 2:
-        k = k.expand(n, *k.shape)
-    if k.ndim != 3 or k.shape[0] != n or tuple(k.shape[1:]) not in ((3, 3), (4, 4)):
-        raise ValueError(f"intrinsics: expected (3,3), (4,4), (T,3,3) or (T,4,4) with T={n}, got {tuple(k.shape)}")
-    poses = as_float64(cam_to_world, "cam_to_world", dev)
-    if tuple(poses.shape) != (n, 4, 4):
-        raise ValueError(f"cam_to_world: expected ({n},4,4), got {tuple(poses.shape)}")
-    check_finite(poses, "cam_to_world")
-    check_finite(k, "intrinsics")
-    m = None
-    if mask is not None:
-        m = squeeze_channel(as_bool(mask, "mask", dev), "mask")
-        if m.shape != d.shape:
-            raise ValueError(f"mask has shape {tuple(m.shape)}, expected {tuple(d.shape)}")
 
     world_to_cam = torch.linalg.inv(poses)
     total = 0.0
